@@ -1,0 +1,31 @@
+"""Async locks for asyncio and trio, built on anyio.
+
+Everything public is re-exported here; the submodules are private, except
+:mod:`anyio_mutex.redis`, which needs the ``redis`` extra and is never imported here.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._errors import MutexError, MutexReentryError, MutexReleaseError, MutexTimeoutError
+from ._mutex import AsyncMutex, Mutex, MutexStatistics
+
+try:
+    __version__ = version("anyio_mutex")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "AsyncMutex",
+    "Mutex",
+    "MutexError",
+    "MutexReentryError",
+    "MutexReleaseError",
+    "MutexStatistics",
+    "MutexTimeoutError",
+]
+
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

@@ -1,0 +1,39 @@
+"""The backend matrix: every async test runs on asyncio, trio, and asyncio+uvloop.
+
+trio is imported unconditionally so that a missing trio fails the run instead of
+silently dropping half the matrix.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+BACKENDS: list[Any] = [
+    pytest.param(("asyncio", {}), id="asyncio"),
+    pytest.param(("trio", {}), id="trio"),
+]
+if importlib.util.find_spec("uvloop") is not None:
+    BACKENDS.append(
+        pytest.param(("asyncio", {"use_uvloop": True}), id="asyncio+uvloop")
+    )
+
+
+@pytest.fixture(params=BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+def with_mock_clock(backend: Any) -> Any:
+    """Return ``backend`` with trio on an autojumping MockClock (virtual time).
+
+    Tests of timeouts use it so that on trio they run instantly and exactly.
+    """
+    name, options = backend
+    if name == "trio":
+        return name, {**options, "clock": trio.testing.MockClock(autojump_threshold=0)}
+    return backend
