@@ -4,16 +4,14 @@ Everything public is re-exported here; the submodules are private, except
 :mod:`anyio_mutex.redis`, which needs the ``redis`` extra and is never imported here.
 """
 
-from __future__ import annotations
-
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata as _metadata
 
 from ._errors import MutexError, MutexReentryError, MutexReleaseError, MutexTimeoutError
 from ._mutex import AsyncMutex, Mutex, MutexStatistics
 
 try:
-    __version__ = version("anyio_mutex")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _metadata.version("anyio_mutex")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [

@@ -1,0 +1,70 @@
+"""The public face: one namespace, typed, documented, anyio only."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import inspect
+import pathlib
+import subprocess
+import sys
+
+import anyio_mutex
+
+PACKAGE = pathlib.Path(anyio_mutex.__file__).parent
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert anyio_mutex.__all__ == sorted(anyio_mutex.__all__)
+    public = {n for n in dir(anyio_mutex) if not n.startswith("_")}
+    assert public - {"redis"} == set(anyio_mutex.__all__)
+
+
+def test_public_objects_live_in_the_package_namespace_and_are_documented() -> None:
+    for name in anyio_mutex.__all__:
+        obj = getattr(anyio_mutex, name)
+        assert obj.__module__ == "anyio_mutex", name
+        assert inspect.getdoc(obj), f"{name} has no docstring"
+        if inspect.isclass(obj):
+            for attr, member in vars(obj).items():
+                if attr.startswith("_") or (
+                    not callable(member) and not isinstance(member, property)
+                ):
+                    continue
+                assert inspect.getdoc(member), f"{name}.{attr} has no docstring"
+
+
+def test_package_imports_anyio_only() -> None:
+    forbidden = {"asyncio", "trio", "sniffio", "uvloop"}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "redis.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            assert not roots & forbidden, f"{path.name} imports {roots & forbidden}"
+
+
+def test_importing_the_package_loads_no_event_loop_library() -> None:
+    code = (
+        "import sys, anyio_mutex; "
+        "print(sorted(m for m in ('trio', 'anyio_mutex.redis', 'coredis', 'uvloop') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_version_matches_installed_metadata() -> None:
+    assert anyio_mutex.__version__ == importlib.metadata.version("anyio_mutex")
+
+
+def test_ships_py_typed() -> None:
+    assert (PACKAGE / "py.typed").is_file()
