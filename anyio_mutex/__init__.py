@@ -8,6 +8,15 @@ import importlib.metadata as _metadata
 
 from ._errors import MutexError, MutexReentryError, MutexReleaseError, MutexTimeoutError
 from ._mutex import AsyncMutex, Mutex, MutexStatistics
+from ._refresh import (
+    CachedFunction,
+    CacheStatistics,
+    RefreshCache,
+    cached,
+    default_cache,
+    get_or_refresh,
+)
+from ._singleflight import SingleFlight, SingleFlightStatistics
 
 try:
     __version__ = _metadata.version("anyio_mutex")
@@ -16,12 +25,20 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 
 __all__ = [
     "AsyncMutex",
+    "CacheStatistics",
+    "CachedFunction",
     "Mutex",
     "MutexError",
     "MutexReentryError",
     "MutexReleaseError",
     "MutexStatistics",
     "MutexTimeoutError",
+    "RefreshCache",
+    "SingleFlight",
+    "SingleFlightStatistics",
+    "cached",
+    "default_cache",
+    "get_or_refresh",
 ]
 
 for _name in __all__:

@@ -1,0 +1,473 @@
+"""Stampede-proof cache refresh: per-key single flight, TTL, LRU bound, XFetch."""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar, final
+
+import anyio.lowlevel
+
+from ._singleflight import SingleFlight
+from ._validation import check_callable, check_label, check_seconds, check_timeout_ms
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+P = ParamSpec("P")
+
+_UNSET: Any = object()
+
+
+@final
+class _Entry:
+    __slots__ = ("delta", "expires", "value")
+
+    def __init__(self, value: Any, expires: float, delta: float) -> None:
+        self.value = value
+        self.expires = expires  # clock time after which the value is stale
+        self.delta = delta  # how long the fetch took: XFetch refreshes that much early
+
+
+@final
+@dataclass(frozen=True)
+class CacheStatistics:
+    """A snapshot of a :class:`RefreshCache`.
+
+    :ivar int hits: calls answered from the cache without waiting
+    :ivar int misses: calls that fetched or waited for another caller's fetch
+    :ivar int fetches: fetcher calls started
+    :ivar int fetch_errors: fetcher calls that raised
+    :ivar int stale_served: failed fetches answered with the last good value
+    :ivar int early_refreshes: fetches started early by XFetch, before expiry
+    :ivar int evictions: entries dropped to stay within ``max_entries``
+    :ivar int currsize: entries stored now (expired ones included until evicted)
+    :ivar int maxsize: ``max_entries``
+    :ivar int in_flight: keys being fetched now
+    """
+
+    hits: int
+    misses: int
+    fetches: int
+    fetch_errors: int
+    stale_served: int
+    early_refreshes: int
+    evictions: int
+    currsize: int
+    maxsize: int
+    in_flight: int
+
+
+def _check_ttl(ttl_s: object, name: str = "ttl_s") -> float | None:
+    return check_seconds(ttl_s, name, allow_none=True)
+
+
+@final
+class RefreshCache(Generic[K, V]):
+    """A TTL cache that fetches each key at most once per expiry, however many callers.
+
+    ``await cache.get_or_refresh(key, fetcher)`` returns the cached value while it is
+    fresh. When it is missing or expired, one caller awaits ``fetcher()`` and every
+    caller of the same key that arrives meanwhile shares that one result (a
+    :class:`SingleFlight`). Different keys never wait for each other, and a hit takes
+    no lock. Hits do not yield to the event loop unless ``checkpoint_on_hit=True``.
+
+    Errors are never cached: if the fetch raises, the callers sharing it get that
+    exception and the next caller fetches again (or, with ``stale_if_error_s``, gets
+    the last good value). If the fetching caller is cancelled, another waiter takes
+    over the fetch. Memory is bounded by ``max_entries`` (least recently used first);
+    fetch state lives only while a fetch runs.
+
+    :param ttl_s: default seconds a value stays fresh; ``None`` never expires
+    :param max_entries: the most entries kept (least recently used are evicted)
+    :param jitter: spread expiries: each value lives ``ttl * (1 - jitter * U)``, with
+        ``U`` uniform in [0, 1); 0 disables, must be < 1
+    :param early_refresh: XFetch's beta (Vattani et al., VLDB 2015): before expiry a
+        caller refreshes early with a probability that rises as expiry nears, scaled by
+        how long the fetch took; 1.0 is the paper's default, 0 disables
+    :param stale_if_error_s: if a fetch raises within this many seconds after expiry,
+        serve the last good value instead of the error; 0 disables
+    :param timeout_ms: default limit on waiting for another caller's fetch
+    :param clock: a monotonic clock in seconds; pass ``anyio.current_time`` to follow
+        the event loop's clock (trio's ``MockClock`` in tests)
+    :param label: a name shown in errors; a fetch's owner label is ``"{label}:{key}"``
+    :param checkpoint_on_hit: make hits a checkpoint too (trio's convention), at the
+        cost of a scheduler round-trip per hit
+    """
+
+    __slots__ = (
+        "_checkpoint_on_hit",
+        "_clock",
+        "_data",
+        "_early",
+        "_early_refreshes",
+        "_evictions",
+        "_fetch_errors",
+        "_fetches",
+        "_flight",
+        "_hits",
+        "_jitter",
+        "_label",
+        "_max_entries",
+        "_misses",
+        "_random",
+        "_stale_if_error",
+        "_stale_served",
+        "_timeout_ms",
+        "_tokens",
+        "_ttl_s",
+    )
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float | None = 60.0,
+        max_entries: int = 1024,
+        jitter: float = 0.0,
+        early_refresh: float = 0.0,
+        stale_if_error_s: float = 0.0,
+        timeout_ms: float | None = 5000,
+        clock: Callable[[], float] = time.monotonic,
+        label: str = "refresh",
+        checkpoint_on_hit: bool = False,
+    ) -> None:
+        ttl = _check_ttl(ttl_s)
+        if type(max_entries) is not int:
+            raise TypeError(f"max_entries must be an int, got {max_entries!r}")
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {max_entries!r}")
+        jit = check_seconds(jitter, "jitter")
+        assert jit is not None
+        if jit >= 1:
+            raise ValueError(f"jitter must be in [0, 1), got {jitter!r}")
+        if jit and ttl is None:
+            raise ValueError(f"jitter={jitter!r} needs a ttl_s, got ttl_s=None")
+        beta = check_seconds(early_refresh, "early_refresh")
+        assert beta is not None
+        if math.isinf(beta):
+            raise ValueError(f"early_refresh must be finite, got {early_refresh!r}")
+        stale = check_seconds(stale_if_error_s, "stale_if_error_s")
+        check_timeout_ms(timeout_ms)
+        check_callable(clock, "clock")
+        if not isinstance(label, str):
+            raise TypeError(f"label must be a str, got {label!r}")
+        if type(checkpoint_on_hit) is not bool:
+            raise TypeError(
+                f"checkpoint_on_hit must be a bool, got {checkpoint_on_hit!r}"
+            )
+        self._ttl_s = ttl
+        self._max_entries = max_entries
+        self._jitter = jit
+        self._early = beta
+        self._stale_if_error = stale
+        self._timeout_ms = timeout_ms
+        self._clock = clock
+        self._label = label
+        self._checkpoint_on_hit = checkpoint_on_hit
+        self._random = random.Random()
+        self._data: OrderedDict[K, _Entry] = OrderedDict()
+        self._flight: SingleFlight[K, V] = SingleFlight(label)
+        # key -> token of the fetch allowed to store its result; invalidate() and
+        # clear() drop tokens so an older fetch cannot undo them.
+        self._tokens: dict[K, object] = {}
+        self._hits = self._misses = self._fetches = self._fetch_errors = 0
+        self._stale_served = self._early_refreshes = self._evictions = 0
+
+    async def get_or_refresh(
+        self,
+        key: K,
+        fetcher: Callable[[], Awaitable[V]],
+        ttl_s: float | None = _UNSET,
+        *,
+        timeout_ms: float | None = _UNSET,
+        label: str | None = None,
+    ) -> V:
+        """Return the fresh cached value of ``key``, or fetch it once for all callers.
+
+        :param key: the cache key (hashable)
+        :param fetcher: a zero-argument async callable producing the value
+        :param ttl_s: how long a value fetched by this call stays fresh (defaults to
+            the cache's ``ttl_s``; ``None`` never expires)
+        :param timeout_ms: the longest to wait for another caller's fetch (defaults to
+            the cache's); your own fetch is not bounded by it
+        :param label: the owner label of this caller's fetch (default
+            ``"{label}:{key}"``)
+        :raises MutexTimeoutError: if ``timeout_ms`` ran out while waiting
+        :raises Exception: whatever the fetch raised
+        :raises TypeError: if ``fetcher`` is not callable, or a bad type is passed
+        :raises ValueError: if ``ttl_s`` or ``timeout_ms`` is negative or NaN
+        """
+        if not callable(fetcher):
+            raise TypeError(f"fetcher must be callable, got {fetcher!r}")
+        # Bad arguments raise on hits too; checking only values that differ from the
+        # defaults keeps the hit path cheap.
+        if ttl_s is not _UNSET and ttl_s is not None and ttl_s != self._ttl_s:
+            _check_ttl(ttl_s)
+        if timeout_ms is not _UNSET and timeout_ms != self._timeout_ms:
+            check_timeout_ms(timeout_ms)
+        if label is not None:
+            check_label(label)
+        entry = self._data.get(key)
+        if entry is not None:
+            now = self._clock()
+            if now < entry.expires and not (
+                self._early and self._refresh_early(key, entry, now)
+            ):
+                self._data.move_to_end(key)
+                self._hits += 1
+                if self._checkpoint_on_hit:
+                    await anyio.lowlevel.checkpoint()
+                return entry.value  # type: ignore[no-any-return]
+        return await self._miss(key, fetcher, ttl_s, timeout_ms, label)
+
+    def _refresh_early(self, key: K, entry: _Entry, now: float) -> bool:
+        # XFetch: refresh if now - delta * beta * ln(U) >= expiry, U uniform in (0, 1].
+        if key in self._flight:
+            return False  # someone is already refreshing: keep serving the fresh value
+        gap = -entry.delta * self._early * math.log(1.0 - self._random.random())
+        if now + gap < entry.expires:
+            return False
+        self._early_refreshes += 1
+        return True
+
+    async def _miss(
+        self,
+        key: K,
+        fetcher: Callable[[], Awaitable[V]],
+        ttl_s: float | None,
+        timeout_ms: float | None,
+        label: str | None,
+    ) -> V:
+        if timeout_ms is _UNSET:
+            timeout_ms = self._timeout_ms
+        if label is None:
+            label = f"{self._label}:{key}"
+        self._misses += 1
+        return await self._flight.do(
+            key,
+            self._fetch,
+            key,
+            fetcher,
+            self._ttl_s if ttl_s is _UNSET else ttl_s,
+            timeout_ms=timeout_ms,
+            label=label,
+        )
+
+    async def _fetch(
+        self, key: K, fetcher: Callable[[], Awaitable[V]], ttl_s: float | None
+    ) -> V:
+        # Runs in the leader's task, once per flight.
+        token = self._tokens[key] = object()
+        clock = self._clock
+        start = clock()
+        self._fetches += 1
+        try:
+            value = await fetcher()
+        except Exception:
+            self._fetch_errors += 1
+            stale = self._data.get(key)
+            if (
+                self._stale_if_error
+                and stale is not None
+                and clock() < stale.expires + self._stale_if_error
+            ):
+                self._stale_served += 1
+                return stale.value  # type: ignore[no-any-return]
+            raise
+        finally:
+            current = self._tokens.get(key) is token
+            if current:
+                del self._tokens[key]
+        if current:
+            self._store(key, value, ttl_s, start, clock())
+        return value
+
+    def _store(
+        self, key: K, value: V, ttl_s: float | None, start: float, now: float
+    ) -> None:
+        if ttl_s is None:
+            expires = math.inf
+        else:
+            if self._jitter:
+                ttl_s *= 1.0 - self._jitter * self._random.random()
+            expires = now + ttl_s
+        data = self._data
+        data[key] = _Entry(value, expires, now - start)
+        data.move_to_end(key)
+        while len(data) > self._max_entries:
+            data.popitem(last=False)
+            self._evictions += 1
+
+    def invalidate(self, key: K) -> bool:
+        """Drop ``key``: the next caller fetches anew, and a fetch running now is not stored.
+
+        :return: whether a value was stored for ``key``
+        """
+        self._tokens.pop(key, None)
+        self._flight.forget(key)
+        return self._data.pop(key, None) is not None
+
+    def clear(self) -> None:
+        """Drop every entry; fetches running now finish but are not stored."""
+        self._data.clear()
+        self._tokens.clear()
+        for key in list(self._flight._calls):
+            self._flight.forget(key)
+
+    def __len__(self) -> int:
+        """The number of stored entries (expired ones count until evicted)."""
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        """Whether a fresh value is stored for ``key``."""
+        entry = self._data.get(key)  # type: ignore[arg-type]
+        return entry is not None and self._clock() < entry.expires
+
+    def statistics(self) -> CacheStatistics:
+        """Return a snapshot of the counters."""
+        return CacheStatistics(
+            hits=self._hits,
+            misses=self._misses,
+            fetches=self._fetches,
+            fetch_errors=self._fetch_errors,
+            stale_served=self._stale_served,
+            early_refreshes=self._early_refreshes,
+            evictions=self._evictions,
+            currsize=len(self._data),
+            maxsize=self._max_entries,
+            in_flight=len(self._flight),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<RefreshCache {self._label!r} size={len(self._data)}/{self._max_entries}"
+            f" ttl_s={self._ttl_s}>"
+        )
+
+
+_default_cache: RefreshCache[Any, Any] = RefreshCache(max_entries=10_000)
+
+
+def default_cache() -> RefreshCache[Any, Any]:
+    """Return the cache behind the package-level :func:`get_or_refresh`."""
+    return _default_cache
+
+
+async def get_or_refresh(
+    key: Hashable,
+    fetcher: Callable[[], Awaitable[V]],
+    ttl_s: float | None = 60.0,
+    *,
+    timeout_ms: float | None = 5000,
+    label: str | None = None,
+) -> V:
+    """Return the cached value of ``key``, refreshing it with one fetch per expiry.
+
+    The drop-in for the popular pattern ``await get_or_refresh(key, fetcher,
+    ttl_s=60.0)``: a fresh value is returned at once; on a miss, one caller awaits
+    ``fetcher()`` (owner label ``"refresh:{key}"``) and all concurrent callers of the
+    same key share its result. Backed by :func:`default_cache` (10,000 entries, LRU).
+
+    :param timeout_ms: the longest to wait for another caller's fetch
+    :raises MutexTimeoutError: if ``timeout_ms`` ran out while waiting
+    """
+    cache: RefreshCache[Hashable, V] = _default_cache
+    return await cache.get_or_refresh(
+        key, fetcher, ttl_s, timeout_ms=timeout_ms, label=label
+    )
+
+
+def _make_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+    if not kwargs:
+        return args
+    return (args, tuple(sorted(kwargs.items())))
+
+
+@final
+class CachedFunction(Generic[P, V]):
+    """An async function wrapped by :func:`cached`; call it as the original.
+
+    :ivar cache: the :class:`RefreshCache` holding its results
+    """
+
+    __slots__ = ("__dict__", "__wrapped__", "cache")
+
+    def __init__(
+        self, fn: Callable[P, Awaitable[V]], cache: RefreshCache[Any, V]
+    ) -> None:
+        self.__wrapped__ = fn
+        self.cache = cache
+        functools.update_wrapper(self, fn)
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> V:
+        """Return the cached result for these arguments, or compute it once."""
+        key = _make_key(args, kwargs)
+        cache = self.cache
+        entry = cache._data.get(key)
+        # The hit path, without building a fetcher closure.
+        if (
+            entry is not None
+            and not cache._early
+            and not cache._checkpoint_on_hit
+            and cache._clock() < entry.expires
+        ):
+            cache._data.move_to_end(key)
+            cache._hits += 1
+            return entry.value  # type: ignore[no-any-return]
+        fn = self.__wrapped__
+        return await cache.get_or_refresh(key, lambda: fn(*args, **kwargs))
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Drop the cached result for these arguments."""
+        return self.cache.invalidate(_make_key(args, kwargs))
+
+
+def cached(
+    *,
+    ttl_s: float | None = 60.0,
+    max_entries: int = 1024,
+    jitter: float = 0.0,
+    early_refresh: float = 0.0,
+    stale_if_error_s: float = 0.0,
+    timeout_ms: float | None = 5000,
+    clock: Callable[[], float] = time.monotonic,
+    label: str | None = None,
+) -> Callable[[Callable[P, Awaitable[V]]], CachedFunction[P, V]]:
+    """Cache an async function's results per arguments, with one call per expiry.
+
+    ``@cached(ttl_s=30)`` on ``async def load(user_id): ...`` makes concurrent
+    ``await load(7)`` calls share one execution, and later calls within 30 s return the
+    stored result. The arguments must be hashable; the options are those of
+    :class:`RefreshCache`, which is available as ``load.cache``.
+    """
+    check_label(label)
+
+    def decorate(fn: Callable[P, Awaitable[V]]) -> CachedFunction[P, V]:
+        check_callable(fn, "fn")
+        cache: RefreshCache[Any, V] = RefreshCache(
+            ttl_s=ttl_s,
+            max_entries=max_entries,
+            jitter=jitter,
+            early_refresh=early_refresh,
+            stale_if_error_s=stale_if_error_s,
+            timeout_ms=timeout_ms,
+            clock=clock,
+            label=label if label is not None else getattr(fn, "__qualname__", "cached"),
+        )
+        return CachedFunction(fn, cache)
+
+    # Validate the options when cached(...) is called, not at the first call.
+    RefreshCache(
+        ttl_s=ttl_s,
+        max_entries=max_entries,
+        jitter=jitter,
+        early_refresh=early_refresh,
+        stale_if_error_s=stale_if_error_s,
+        timeout_ms=timeout_ms,
+        clock=clock,
+    )
+    return decorate
