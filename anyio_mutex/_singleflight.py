@@ -104,7 +104,7 @@ class SingleFlight(Generic[K, T]):
             own execution is not bounded); ``None`` waits as long as it runs, ``0``
             only joins if no waiting is needed
         :param label: the owner label of this caller's execution, shown to callers
-            that time out waiting for it
+            that time out waiting for it (default ``"{label}:{key}"``)
         :return: the value ``fn`` returned
         :raises MutexTimeoutError: if ``timeout_ms`` ran out while waiting
         :raises Exception: whatever ``fn`` raised, to every caller that shared it
@@ -113,17 +113,20 @@ class SingleFlight(Generic[K, T]):
         timeout_s = None if timeout_ms is None else check_timeout_ms(timeout_ms)
         if label is not None:
             check_label(label)
-        start = deadline = None
+        start: float | None = None
+        deadline: float | None = None
         takeover = False
         while True:
             call = self._calls.get(key)
             if call is None:
                 return await self._lead(key, fn, args, label, takeover)
-            if start is None:
-                start = anyio.current_time()
-                if timeout_s is not None:
+            if timeout_s is None:
+                await call.done.wait()
+            else:
+                if start is None or deadline is None:  # a takeover keeps the first
+                    start = anyio.current_time()
                     deadline = start + timeout_s
-            await self._wait(key, call, start, deadline, timeout_ms)
+                await self._wait(key, call, start, deadline, timeout_ms)
             if call.state == _OK:
                 self._shared += 1
                 return call.value  # type: ignore[no-any-return]
@@ -166,12 +169,9 @@ class SingleFlight(Generic[K, T]):
         key: K,
         call: _Call,
         start: float,
-        deadline: float | None,
+        deadline: float,
         timeout_ms: float | None,
     ) -> None:
-        if deadline is None:
-            await call.done.wait()
-            return
         with anyio.CancelScope(deadline=deadline) as scope:
             await call.done.wait()
         if scope.cancelled_caught and not call.done.is_set():
@@ -179,7 +179,7 @@ class SingleFlight(Generic[K, T]):
             # If an enclosing scope was cancelled too, its cancellation wins.
             await anyio.lowlevel.checkpoint_if_cancelled()
             self._timeouts += 1
-            owner = call.label if call.label is not None else f"{self._label}:{key!r}"
+            owner = call.label if call.label is not None else f"{self._label}:{key}"
             raise MutexTimeoutError(
                 waited * 1000, timeout_ms=timeout_ms, label=self._label, owner=owner
             )

@@ -5,11 +5,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+_NUMBER_TYPES = (int, float)
+
 
 def check_timeout_ms(timeout_ms: object, name: str = "timeout_ms") -> float | None:
     """Return the timeout in seconds (``None``: forever), or raise naming the value."""
     if timeout_ms is None:
         return None
+    if type(timeout_ms) in _NUMBER_TYPES and 0 <= timeout_ms < math.inf:  # type: ignore[operator]
+        return timeout_ms / 1000  # type: ignore[operator]  # the common case
     if type(timeout_ms) is bool or not isinstance(timeout_ms, (int, float)):
         raise TypeError(
             f"{name} must be a number of milliseconds or None, got {timeout_ms!r}"

@@ -526,3 +526,34 @@ async def test_ttl_follows_the_event_loop_clock_when_injected() -> None:
     assert await cache.get_or_refresh("k", fetch) == "v1"
     await anyio.sleep(1)
     assert await cache.get_or_refresh("k", fetch) == "v2"
+
+
+async def test_decorator_single_argument_keys_stay_distinct_and_invalidate() -> None:
+    calls: list[object] = []
+
+    @cached()
+    async def load(x: object) -> str:
+        calls.append(x)
+        return repr(x)
+
+    assert await load(1) == "1"
+    assert await load("1") == "'1'"  # 1 and "1" are different keys
+    assert await load((1,)) == "(1,)"  # and so is the tuple (1,)
+    assert await load(1) == "1"
+    assert calls == [1, "1", (1,)]
+    assert load.invalidate(1) is True
+    assert load.invalidate(1) is False
+    assert await load(1) == "1"
+    assert calls == [1, "1", (1,), 1]
+
+
+async def test_decorator_positional_and_keyword_calls_never_share_a_key() -> None:
+    @cached()
+    async def load(*args: object, **kwargs: object) -> str:
+        return f"{args}{kwargs}"
+
+    keyword = await load(1, x=2)
+    # The positional twin of the keyword call's naive key (args, items):
+    positional = await load((1,), (("x", 2),))
+    assert keyword != positional
+    assert len(load.cache) == 2

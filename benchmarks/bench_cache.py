@@ -1,0 +1,290 @@
+"""Cache refresh next to its peers and a hand-written floor, in one process run.
+
+    python benchmarks/bench_cache.py            # full run (about a minute)
+    python benchmarks/bench_cache.py --quick    # smoke run
+
+Peers (async-lru, cashews, aiocache) run on asyncio only, which is all they support;
+they come from the ``bench`` extra and are skipped, with a note, if missing.
+  - warm hit: ns per call, against a dict.get + time.monotonic() floor (inline, and
+    wrapped in an async def, the fairer floor for an awaited API);
+  - stampede: N concurrent callers on one cold key, 10 ms fetch: fetches, wall time;
+  - many keys: K cold keys x 10 callers, 10 ms fetch: wall time, against a
+    hand-written floor (one anyio.Event per key; first caller fetches, rest wait).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _harness import Row, measure, parse_args, ratio, table
+
+from anyio_mutex import RefreshCache, cached, default_cache, get_or_refresh
+
+FETCH_S = 0.01
+TARGETS = [
+    ("RefreshCache", "floor: async def", 2.5),
+    ("get_or_refresh", "floor: async def", 2.5),
+    ("@cached", "floor: async def", 2.5),
+]
+
+
+def have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def peers(ttl: float) -> dict[str, Callable[[Callable[[Any], Awaitable[Any]]], Any]]:
+    """Decorators of the asyncio-only peers that are installed, keyed by name."""
+    found: dict[str, Any] = {}
+    if have("async_lru"):
+        from async_lru import alru_cache
+
+        found["async-lru"] = alru_cache(maxsize=100_000, ttl=ttl)
+    if have("cashews"):
+        from cashews import Cache
+
+        cashews_cache = Cache()
+        cashews_cache.setup("mem://?size=100000")
+        found["cashews (mem, lock=True)"] = cashews_cache(ttl=ttl, lock=True)
+    if have("aiocache"):
+        from aiocache import cached_stampede
+
+        found["aiocache (memory, stampede)"] = lambda fn: cached_stampede(
+            ttl=ttl, lease=2
+        )(fn)
+    return found
+
+
+def hit_rows(backend: str) -> list[Row]:
+    store: dict[str, tuple[str, float]] = {"k": ("v", time.monotonic() + 3600)}
+    monotonic = time.monotonic
+
+    async def floor_inline(n: int) -> None:
+        for _ in range(n):
+            entry = store.get("k")
+            if entry is not None and monotonic() < entry[1]:
+                entry[0]
+
+    async def floor_get(key: str) -> str | None:
+        entry = store.get(key)
+        if entry is not None and monotonic() < entry[1]:
+            return entry[0]
+        return None
+
+    async def floor_async(n: int) -> None:
+        for _ in range(n):
+            await floor_get("k")
+
+    async def fetch() -> str:
+        return "v"
+
+    cache: RefreshCache[str, str] = RefreshCache(ttl_s=3600)
+
+    async def ours(n: int) -> None:
+        for _ in range(n):
+            await cache.get_or_refresh("k", fetch)
+
+    async def package_level(n: int) -> None:
+        for _ in range(n):
+            await get_or_refresh("bench-hit", fetch, 3600.0)
+
+    @cached(ttl_s=3600)
+    async def load(key: str) -> str:
+        return "v"
+
+    async def decorated(n: int) -> None:
+        for _ in range(n):
+            await load("k")
+
+    rows = [
+        Row("floor: inline", floor_inline),
+        Row("floor: async def", floor_async),
+        Row("RefreshCache", ours, "floor: async def"),
+        Row("get_or_refresh", package_level, "floor: async def"),
+        Row("@cached", decorated, "floor: async def"),
+    ]
+    if backend != "trio":
+        for name, decorator in peers(3600).items():
+
+            @decorator
+            async def peer_load(key: str) -> str:
+                return "v"
+
+            async def peer(n: int, fn: Any = peer_load) -> None:
+                for _ in range(n):
+                    await fn("k")
+
+            rows.append(Row(name, peer, "floor: async def"))
+    return rows
+
+
+class Floor:
+    """The hand-written floor: one Event per key, the first caller fetches."""
+
+    def __init__(self) -> None:
+        self.values: dict[Any, Any] = {}
+        self.pending: dict[Any, anyio.Event] = {}
+
+    async def get(self, key: Any, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        if key in self.values:
+            return self.values[key]
+        event = self.pending.get(key)
+        if event is not None:
+            await event.wait()
+            return self.values[key]
+        event = self.pending[key] = anyio.Event()
+        try:
+            self.values[key] = await fetch()
+        finally:
+            del self.pending[key]
+            event.set()
+        return self.values[key]
+
+
+async def burst(
+    keys: int,
+    callers: int,
+    make_get: Callable[[Callable[[], Awaitable[Any]]], Callable[[Any], Awaitable[Any]]],
+) -> tuple[float, int]:
+    """Run keys x callers concurrent calls; return (wall seconds, fetch count)."""
+    fetches = 0
+
+    async def fetch() -> str:
+        nonlocal fetches
+        fetches += 1
+        await anyio.sleep(FETCH_S)
+        return "v"
+
+    get = make_get(fetch)
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(callers):
+            for key in range(keys):
+                tg.start_soon(get, key)
+    return time.perf_counter() - start, fetches
+
+
+def burst_contenders(
+    backend: str,
+) -> dict[
+    str, Callable[[Callable[[], Awaitable[Any]]], Callable[[Any], Awaitable[Any]]]
+]:
+    def make_ours(
+        fetch: Callable[[], Awaitable[Any]], timeout_ms: float | None = 5000
+    ) -> Callable[[Any], Awaitable[Any]]:
+        cache: RefreshCache[Any, Any] = RefreshCache(
+            max_entries=100_000, timeout_ms=timeout_ms
+        )
+        return lambda key: cache.get_or_refresh(key, fetch)
+
+    def make_ours_untimed(
+        fetch: Callable[[], Awaitable[Any]],
+    ) -> Callable[[Any], Awaitable[Any]]:
+        return make_ours(fetch, None)
+
+    def make_floor(
+        fetch: Callable[[], Awaitable[Any]],
+    ) -> Callable[[Any], Awaitable[Any]]:
+        floor = Floor()
+        return lambda key: floor.get(key, fetch)
+
+    found: dict[str, Any] = {
+        "floor: Event per key": make_floor,
+        "RefreshCache": make_ours,
+        "RefreshCache timeout_ms=None": make_ours_untimed,
+    }
+    if backend != "trio":
+        for name, decorator in peers(3600).items():
+
+            def make_peer(
+                fetch: Callable[[], Awaitable[Any]], decorator: Any = decorator
+            ) -> Any:
+                async def load(key: Any) -> Any:
+                    return await fetch()
+
+                return decorator(load)
+
+            found[name] = make_peer
+    return found
+
+
+async def bench(backend: str, quick: bool, repeats: int) -> list[str]:
+    hits = hit_rows(backend)
+    await measure(hits, 200 if quick else 50_000, repeats)
+    print(table(f"== {backend}: warm hit", hits))
+    verdicts = []
+    for case, baseline, limit in TARGETS:
+        r = ratio(hits, case, baseline)
+        verdicts.append(
+            f"{backend:8} warm hit {case} vs {baseline}: {r:.2f}x (target <= {limit:.2f}x) {'ok' if r <= limit else 'MISS'}"
+        )
+    by_name = {row.name: row for row in hits}
+    if "async-lru" in by_name:
+        r = by_name["RefreshCache"].median_ns / by_name["async-lru"].median_ns
+        verdicts.append(
+            f"{backend:8} warm hit RefreshCache vs async-lru: {r:.2f}x (target < 0.50x) {'ok' if r < 0.5 else 'MISS'}"
+        )
+
+    callers = 200 if quick else 10_000
+    keys, per_key = (20, 10) if quick else (1000, 10)
+    for title, k, c in (
+        (f"stampede: {callers} callers, 1 cold key", 1, callers),
+        (f"many keys: {keys} cold keys x {per_key} callers", keys, per_key),
+    ):
+        print(f"\n== {backend}: {title}, {FETCH_S * 1000:.0f} ms fetch")
+        print(f"{'case':<32}{'wall ms':>10}{'fetches':>10}  vs floor")
+        results: dict[str, tuple[float, int]] = {}
+        for name, make in burst_contenders(backend).items():
+            runs = [await burst(k, c, make) for _ in range(repeats)]
+            wall = statistics.median(r[0] for r in runs)
+            results[name] = (wall, max(r[1] for r in runs))
+        floor_wall = results["floor: Event per key"][0]
+        for name, (wall, fetches) in results.items():
+            print(
+                f"{name:<32}{wall * 1000:>10.1f}{fetches:>10}  {wall / floor_wall:7.2f}x"
+            )
+        if k > 1:
+            for case in ("RefreshCache", "RefreshCache timeout_ms=None"):
+                r = results[case][0] / floor_wall
+                verdicts.append(
+                    f"{backend:8} many keys {case} vs floor: {r:.2f}x (target <= 1.30x) {'ok' if r <= 1.3 else 'MISS'}"
+                )
+        verdicts.append(
+            f"{backend:8} {title.split(':')[0]} RefreshCache fetches: {results['RefreshCache'][1]} (expected {k})"
+        )
+    default_cache().clear()
+    return verdicts
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "")
+    backends = args.backend or ["asyncio", "trio"] + (
+        ["uvloop"] if have("uvloop") else []
+    )
+    repeats = 1 if args.quick else args.repeats
+    missing = [m for m in ("async_lru", "cashews", "aiocache") if not have(m)]
+    print(f"Python {sys.version.split()[0]}, median of {repeats} repeats")
+    if missing:
+        print(f"peers not installed (pip install -e '.[bench]'): {', '.join(missing)}")
+    verdicts: list[str] = []
+    for backend in backends:
+        name, options = (
+            ("asyncio", {"use_uvloop": True}) if backend == "uvloop" else (backend, {})
+        )
+        verdicts += anyio.run(
+            bench, backend, args.quick, repeats, backend=name, backend_options=options
+        )
+    print("\nTargets:")
+    print("\n".join(verdicts))
+
+
+if __name__ == "__main__":
+    main()
