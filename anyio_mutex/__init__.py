@@ -6,7 +6,20 @@ Everything public is re-exported here; the submodules are private, except
 
 import importlib.metadata as _metadata
 
-from ._errors import MutexError, MutexReentryError, MutexReleaseError, MutexTimeoutError
+from ._diagnostics import (
+    _enable_from_environment,
+    disable_lock_order_checks,
+    enable_lock_order_checks,
+)
+from ._errors import (
+    LockOrderError,
+    LockOrderWarning,
+    MutexError,
+    MutexReentryError,
+    MutexReleaseError,
+    MutexTimeoutError,
+)
+from ._keyed import KeyedMutex, KeyedMutexStatistics
 from ._mutex import AsyncMutex, Mutex, MutexStatistics
 from ._refresh import (
     CachedFunction,
@@ -16,6 +29,7 @@ from ._refresh import (
     default_cache,
     get_or_refresh,
 )
+from ._rwlock import RWLock, RWLockStatistics
 from ._singleflight import SingleFlight, SingleFlightStatistics
 
 try:
@@ -27,20 +41,30 @@ __all__ = [
     "AsyncMutex",
     "CacheStatistics",
     "CachedFunction",
+    "KeyedMutex",
+    "KeyedMutexStatistics",
+    "LockOrderError",
+    "LockOrderWarning",
     "Mutex",
     "MutexError",
     "MutexReentryError",
     "MutexReleaseError",
     "MutexStatistics",
     "MutexTimeoutError",
+    "RWLock",
+    "RWLockStatistics",
     "RefreshCache",
     "SingleFlight",
     "SingleFlightStatistics",
     "cached",
     "default_cache",
+    "disable_lock_order_checks",
+    "enable_lock_order_checks",
     "get_or_refresh",
 ]
 
 for _name in __all__:
     globals()[_name].__module__ = __name__
 del _name
+
+_enable_from_environment()  # ANYIO_MUTEX_LOCK_ORDER=raise|warn

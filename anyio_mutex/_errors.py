@@ -102,3 +102,35 @@ class MutexReentryError(MutexError, RuntimeError):
             f"Lock {label!r} is already held by the current task{held}; "
             "it is not re-entrant"
         )
+
+
+@final
+class LockOrderError(MutexError, RuntimeError):
+    """Raised by the lock-order checker when an acquisition would invert a known order.
+
+    Holding ``holding`` and asking for ``wanted`` closes a cycle in the order graph:
+    somewhere ``wanted`` was taken (directly or through other locks) before
+    ``holding``. Two tasks doing both can deadlock. Raised before any waiting.
+
+    :ivar wanted: the label of the lock being acquired
+    :ivar holding: the label of the lock held while acquiring it
+    :ivar first_seen: where the opposite order was first recorded
+    :ivar here: where the inverting acquisition happens
+    """
+
+    def __init__(
+        self, *, wanted: str, holding: str, first_seen: str, here: str
+    ) -> None:
+        self.wanted = wanted
+        self.holding = holding
+        self.first_seen = first_seen
+        self.here = here
+        super().__init__(
+            f"Lock order inversion: acquiring {wanted!r} while holding {holding!r}, "
+            f"but {wanted!r} was taken before {holding!r} earlier "
+            f"(first seen: {first_seen}; here: {here})"
+        )
+
+
+class LockOrderWarning(UserWarning):
+    """The warning form of :class:`LockOrderError`, with ``mode="warn"``."""

@@ -11,6 +11,7 @@ import anyio
 import anyio.lowlevel
 from anyio import LockStatistics
 
+from ._diagnostics import state as _diagnostics
 from ._errors import MutexReentryError, MutexReleaseError, MutexTimeoutError
 from ._validation import check_callable, check_label, check_timeout_ms
 
@@ -77,6 +78,7 @@ class _MutexBase(anyio.Lock):
         "_label",
         "_lock",
         "_longest_wait",
+        "_order_node",
         "_owner_label",
         "_timeouts",
         "_waiting",
@@ -101,6 +103,8 @@ class _MutexBase(anyio.Lock):
         # under the mutex's default label are not listed (that saves a task lookup).
         self._waiting: dict[int, str] = {}
         self._held_gen = 0
+        # What the lock-order checker calls this lock (a KeyedMutex renames its keys').
+        self._order_node: object = self
         self._acquisitions = 0
         self._contended = 0
         self._timeouts = 0
@@ -138,16 +142,21 @@ class _MutexBase(anyio.Lock):
         if label is not None:
             check_label(label)
         lock = self._lock or self._bind()
+        checker = _diagnostics.checker
+        if checker is not None:
+            checker.before_acquire(self._order_node, self._label)
         if lock.locked():
             await self._acquire_contended(lock, timeout_ms, timeout_s, label)
-            return
-        self._owner_label = self._label if label is None else label
-        try:
-            await lock.acquire()
-        except BaseException:
-            self._settle_owner(lock)
-            raise
-        self._acquisitions += 1
+        else:
+            self._owner_label = self._label if label is None else label
+            try:
+                await lock.acquire()
+            except BaseException:
+                self._settle_owner(lock)
+                raise
+            self._acquisitions += 1
+        if checker is not None:
+            checker.acquired(self._order_node, self._label)
 
     async def _acquire_contended(
         self,
@@ -235,6 +244,9 @@ class _MutexBase(anyio.Lock):
             raise MutexReentryError(self._label, self.current_owner) from None
         self._owner_label = self._label if label is None else label
         self._acquisitions += 1
+        checker = _diagnostics.checker
+        if checker is not None:  # a try-lock cannot wait, so it adds no order edge
+            checker.acquired(self._order_node, self._label)
 
     def release(self) -> None:
         """Release the mutex, handing it to the longest waiter if there is one.
@@ -245,6 +257,7 @@ class _MutexBase(anyio.Lock):
         lock = self._lock
         if lock is None:
             raise MutexReleaseError(self._label, None, reason="it is not locked")
+        owner = self._owner_label
         try:
             lock.release()
         except RuntimeError:
@@ -260,6 +273,9 @@ class _MutexBase(anyio.Lock):
         self._held_gen = 0
         # anyio hands the lock straight to the next waiter, if there is one.
         self._owner_label = _HANDOFF if lock.locked() else None
+        checker = _diagnostics.checker
+        if checker is not None:
+            checker.released(self._order_node, owner)  # type: ignore[arg-type]
 
     def locked(self) -> bool:
         """Return ``True`` if the mutex is held."""
@@ -465,16 +481,21 @@ class AsyncMutex(_MutexBase):
         if label is not None:
             check_label(label)
         lock = self._lock or self._bind()
+        checker = _diagnostics.checker
+        if checker is not None:
+            checker.before_acquire(self._order_node, self._label)
         if lock.locked():
             await self._acquire_contended(lock, timeout_ms, timeout_s, label)
-            return self._releaser()
-        self._owner_label = self._label if label is None else label
-        try:
-            await lock.acquire()
-        except BaseException:
-            self._settle_owner(lock)
-            raise
-        self._acquisitions += 1
+        else:
+            self._owner_label = self._label if label is None else label
+            try:
+                await lock.acquire()
+            except BaseException:
+                self._settle_owner(lock)
+                raise
+            self._acquisitions += 1
+        if checker is not None:
+            checker.acquired(self._order_node, self._label)
         return self._releaser()
 
     def acquire_nowait(self, *, label: str | None = None) -> Callable[[], None]:  # type: ignore[override]

@@ -24,6 +24,8 @@ class LockKind:
     owner: Callable[[Any], str | None]
     waiting: Callable[[Any], int]
     acquisitions: Callable[[Any], int]
+    # The label errors and default owners show for a lock built with make(label).
+    error_label: Callable[[str], str] = lambda label: label
 
     def __str__(self) -> str:
         return self.name
@@ -51,6 +53,37 @@ def _mutex_kind(name: str, cls: Any, acquire: Any, **make_kw: Any) -> LockKind:
     )
 
 
+async def _keyed_acquire(k: anyio_mutex.KeyedMutex[str], **kw: Any) -> Release:
+    return await k.acquire("k", **kw)
+
+
+async def _rw_write_acquire(rw: anyio_mutex.RWLock, **kw: Any) -> Release:
+    return await rw.acquire_write(**kw)
+
+
+KEYED = LockKind(
+    name="KeyedMutex",
+    make=lambda label="keyed": anyio_mutex.KeyedMutex(label),
+    acquire=_keyed_acquire,
+    hold=lambda k, **kw: k.hold("k", **kw),
+    locked=lambda k: k.locked("k"),
+    owner=lambda k: k.current_owner("k"),
+    waiting=lambda k: k.statistics().tasks_waiting,
+    acquisitions=lambda k: k.statistics().total_acquisitions,
+    error_label=lambda label: f"{label}['k']",
+)
+
+RW_WRITE = LockKind(
+    name="RWLock-write",
+    make=lambda label="rwlock": anyio_mutex.RWLock(label),
+    acquire=_rw_write_acquire,
+    hold=lambda rw, **kw: rw.write(**kw),
+    locked=lambda rw: rw.locked(),
+    owner=lambda rw: rw.writer,
+    waiting=lambda rw: (s := rw.statistics()).readers_waiting + s.writers_waiting,
+    acquisitions=lambda rw: rw.statistics().write_acquisitions,
+)
+
 KINDS: list[LockKind] = [
     _mutex_kind("Mutex", anyio_mutex.Mutex, _mutex_acquire),
     _mutex_kind("Mutex-fast", anyio_mutex.Mutex, _mutex_acquire, fast_acquire=True),
@@ -61,4 +94,6 @@ KINDS: list[LockKind] = [
         _async_mutex_acquire,
         fast_acquire=True,
     ),
+    KEYED,
+    RW_WRITE,
 ]

@@ -107,7 +107,7 @@ async def test_owner_names_the_holder_through_every_handoff(kind: LockKind) -> N
 async def test_default_owner_label_is_the_locks_label(kind: LockKind) -> None:
     lock = kind.make("orders")
     release = await kind.acquire(lock)
-    assert kind.owner(lock) == "orders"
+    assert kind.owner(lock) == kind.error_label("orders")
     release()
     assert kind.owner(lock) is None
 
@@ -273,7 +273,8 @@ async def test_release_by_another_task_raises_and_changes_nothing(
     assert len(caught) == 1
     assert isinstance(caught[0], RuntimeError)
     assert str(caught[0]) == (
-        "Cannot release lock 'jobs': the current task does not hold it"
+        f"Cannot release lock {kind.error_label('jobs')!r}: "
+        "the current task does not hold it"
     )
     assert kind.locked(lock)
     assert kind.owner(lock) == "holder"
@@ -288,8 +289,8 @@ async def test_reacquire_by_the_holder_raises_at_once(kind: LockKind) -> None:
         with anyio.fail_after(5), pytest.raises(MutexReentryError) as exc_info:
             await kind.acquire(lock, timeout_ms=timeout_ms, label="again")
         assert str(exc_info.value) == (
-            "Lock 'jobs' is already held by the current task (held as 'holder'); "
-            "it is not re-entrant"
+            f"Lock {kind.error_label('jobs')!r} is already held by the current task "
+            "(held as 'holder'); it is not re-entrant"
         )
     assert kind.owner(lock) == "holder"
     assert kind.waiting(lock) == 0

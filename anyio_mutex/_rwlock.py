@@ -1,0 +1,377 @@
+"""RWLock: many readers or one writer, FIFO-fair, starving neither side."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, final
+
+import anyio
+import anyio.lowlevel
+
+from ._diagnostics import state as _diagnostics
+from ._errors import MutexReentryError, MutexReleaseError, MutexTimeoutError
+from ._validation import check_label, check_timeout_ms
+
+_READ: Final = "read"
+_WRITE: Final = "write"
+
+
+@final
+class _Waiter:
+    __slots__ = ("event", "granted", "kind", "label", "task_id")
+
+    def __init__(self, kind: str, task_id: int, label: str) -> None:
+        self.kind = kind
+        self.task_id = task_id
+        self.label = label
+        self.granted = False  # set with the event: the lock is already ours
+        self.event = anyio.Event()
+
+
+@final
+@dataclass(frozen=True)
+class RWLockStatistics:
+    """A snapshot of an :class:`RWLock`.
+
+    :ivar int readers: tasks holding the read lock
+    :ivar writer: the owner label of the writer holding the lock, or ``None``
+    :ivar int readers_waiting: tasks queued for the read lock
+    :ivar int writers_waiting: tasks queued for the write lock
+    :ivar int read_acquisitions: successful read acquisitions since construction
+    :ivar int write_acquisitions: successful write acquisitions since construction
+    :ivar int timeouts: acquisitions that gave up because ``timeout_ms`` ran out
+    """
+
+    readers: int
+    writer: str | None
+    readers_waiting: int
+    writers_waiting: int
+    read_acquisitions: int
+    write_acquisitions: int
+    timeouts: int
+
+
+@final
+class RWLock:
+    """A readers-writer lock: many readers at once, or one writer alone.
+
+    Use it for data that is read often and written rarely, where readers need not
+    exclude each other. Fairness is FIFO: waiters queue in arrival order, and readers
+    at the head of the queue are admitted together. A reader that arrives while a
+    writer waits queues behind that writer, and a writer that arrives while readers
+    wait queues behind them, so a stream of either side cannot starve the other.
+
+    A waiter cancelled or timed out leaves the queue at once and lets in whoever it was
+    blocking (a writer leaving the queue admits the readers behind it). The lock is
+    not re-entrant in either direction: a task holding the read lock that asks for the
+    write lock (an upgrade), or a writer that asks for the read lock, gets
+    :class:`MutexReentryError` at once instead of a deadlock. Timeouts, labels and
+    errors follow :class:`AsyncMutex`.
+
+    :param label: a name shown in errors and used as the default owner label
+    """
+
+    __slots__ = (
+        "_gen",
+        "_label",
+        "_queue",
+        "_read_acquisitions",
+        "_readers",
+        "_timeouts",
+        "_write_acquisitions",
+        "_writer",
+        "_writer_gen",
+        "_writer_label",
+    )
+
+    def __init__(self, label: str = "rwlock") -> None:
+        if not isinstance(label, str):
+            raise TypeError(f"label must be a str, got {label!r}")
+        self._label = label
+        self._readers: dict[int, tuple[str, int]] = {}  # task id -> (label, generation)
+        self._writer: int | None = None  # task id
+        self._writer_label: str | None = None
+        self._writer_gen = 0
+        self._queue: deque[_Waiter] = deque()
+        self._gen = 0  # numbers acquisitions, so a stale releaser is told apart
+        self._read_acquisitions = self._write_acquisitions = self._timeouts = 0
+
+    def _owner(self) -> str | None:
+        if self._writer is not None:
+            return self._writer_label
+        if self._readers:
+            labels = [label for label, _ in self._readers.values()]
+            more = f" (+{len(labels) - 3} more)" if len(labels) > 3 else ""
+            return ", ".join(labels[:3]) + more
+        return None
+
+    def _grant(self) -> None:
+        # Admit from the head of the queue whatever can run now: one writer if the lock
+        # is free, or every reader up to the next writer if no writer holds it.
+        queue = self._queue
+        while queue:
+            head = queue[0]
+            if head.kind is _WRITE:
+                if self._writer is None and not self._readers:
+                    queue.popleft()
+                    self._gen += 1
+                    self._writer, self._writer_label = head.task_id, head.label
+                    self._writer_gen = self._gen
+                    head.granted = True
+                    head.event.set()
+                return
+            if self._writer is not None:
+                return
+            queue.popleft()
+            self._gen += 1
+            self._readers[head.task_id] = (head.label, self._gen)
+            head.granted = True
+            head.event.set()
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        # A waiter leaves: give back what it was granted, or leave the queue; either
+        # way, whoever it was blocking may now run.
+        if waiter.granted:
+            if waiter.kind is _WRITE:
+                self._writer = self._writer_label = None
+            else:
+                del self._readers[waiter.task_id]
+        else:
+            self._queue.remove(waiter)
+        self._grant()
+
+    async def _acquire(
+        self, kind: str, timeout_ms: float | None, label: str | None
+    ) -> Callable[[], None]:
+        timeout_s = check_timeout_ms(timeout_ms)
+        if label is not None:
+            check_label(label)
+        label = self._label if label is None else label
+        task_id = anyio.get_current_task().id
+        if task_id in self._readers or task_id == self._writer:
+            raise MutexReentryError(self._label, self._owner())
+        checker = _diagnostics.checker
+        if checker is not None:
+            checker.before_acquire(self, self._label)
+        free = not self._queue and self._writer is None
+        if free and (kind is _READ or not self._readers):
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            self._gen += 1
+            # Granted now, irrevocably (the checkpoint below is shielded): count it now.
+            if kind is _READ:
+                self._readers[task_id] = (label, self._gen)
+                self._read_acquisitions += 1
+            else:
+                self._writer, self._writer_label = task_id, label
+                self._writer_gen = self._gen
+                self._write_acquisitions += 1
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+        elif timeout_s == 0:
+            # "Try once": never queue; still a checkpoint, so a retry loop yields.
+            start = anyio.current_time()
+            owner = self._owner()
+            await anyio.lowlevel.checkpoint()
+            self._timeouts += 1
+            raise MutexTimeoutError(
+                (anyio.current_time() - start) * 1000,
+                timeout_ms=timeout_ms,
+                label=self._label,
+                owner=owner,
+            )
+        else:
+            await self._wait(kind, task_id, label, timeout_s, timeout_ms)
+            if kind is _READ:
+                self._read_acquisitions += 1
+            else:
+                self._write_acquisitions += 1
+        gen = self._readers[task_id][1] if kind is _READ else self._writer_gen
+        if checker is not None:
+            checker.acquired(self, self._label)
+        return self._releaser(kind, task_id, gen)
+
+    async def _wait(
+        self,
+        kind: str,
+        task_id: int,
+        label: str,
+        timeout_s: float | None,
+        timeout_ms: float | None,
+    ) -> None:
+        waiter = _Waiter(kind, task_id, label)
+        self._queue.append(waiter)
+        start = anyio.current_time()
+        try:
+            if timeout_s is None:
+                await waiter.event.wait()
+            else:
+                with anyio.CancelScope(deadline=start + timeout_s):
+                    await waiter.event.wait()
+        except BaseException:
+            self._abandon(waiter)
+            raise
+        if waiter.granted:
+            return
+        # Our own deadline fired before the lock was granted.
+        self._abandon(waiter)
+        waited = anyio.current_time() - start
+        owner = self._owner()
+        await anyio.lowlevel.checkpoint_if_cancelled()  # an enclosing cancel wins
+        self._timeouts += 1
+        raise MutexTimeoutError(
+            waited * 1000, timeout_ms=timeout_ms, label=self._label, owner=owner
+        )
+
+    def _releaser(self, kind: str, task_id: int, gen: int) -> Callable[[], None]:
+        def release() -> None:
+            owner: str | None
+            if anyio.get_current_task().id != task_id:
+                raise MutexReleaseError(
+                    self._label,
+                    self._owner(),
+                    reason="the current task does not hold it",
+                )
+            if kind is _READ:
+                held = self._readers.get(task_id)
+                if held is None or held[1] != gen:
+                    raise MutexReleaseError(
+                        self._label,
+                        self._owner(),
+                        reason="this acquisition was already released",
+                    )
+                del self._readers[task_id]
+                owner = held[0]
+            else:
+                if self._writer != task_id or self._writer_gen != gen:
+                    raise MutexReleaseError(
+                        self._label,
+                        self._owner(),
+                        reason="this acquisition was already released",
+                    )
+                owner = self._writer_label
+                self._writer = self._writer_label = None
+            checker = _diagnostics.checker
+            if checker is not None:
+                checker.released(self, owner)
+            self._grant()
+
+        return release
+
+    async def acquire_read(
+        self, *, timeout_ms: float | None = None, label: str | None = None
+    ) -> Callable[[], None]:
+        """Acquire the read lock; return a zero-argument function releasing it.
+
+        :param timeout_ms: give up after this many milliseconds; ``None`` or
+            ``math.inf`` waits forever, ``0`` tries once
+        :param label: the owner label of this acquisition (defaults to the lock's)
+        :raises MutexTimeoutError: if ``timeout_ms`` ran out
+        :raises MutexReentryError: if the current task already holds the lock
+        """
+        return await self._acquire(_READ, timeout_ms, label)
+
+    async def acquire_write(
+        self, *, timeout_ms: float | None = None, label: str | None = None
+    ) -> Callable[[], None]:
+        """Acquire the write lock; return a zero-argument function releasing it.
+
+        :param timeout_ms: give up after this many milliseconds; ``None`` or
+            ``math.inf`` waits forever, ``0`` tries once
+        :param label: the owner label of this acquisition (defaults to the lock's)
+        :raises MutexTimeoutError: if ``timeout_ms`` ran out
+        :raises MutexReentryError: if the current task already holds the lock,
+            for reading (an upgrade) or for writing
+        """
+        return await self._acquire(_WRITE, timeout_ms, label)
+
+    def read(
+        self, *, timeout_ms: float | None = None, label: str | None = None
+    ) -> _RWHold:
+        """Return an async context manager holding the read lock for its body.
+
+        :raises TypeError: if an argument has a bad type (raised here, at once)
+        :raises ValueError: if ``timeout_ms`` is negative or NaN (raised here, at once)
+        """
+        check_timeout_ms(timeout_ms)
+        check_label(label)
+        return _RWHold(self, _READ, timeout_ms, label)
+
+    def write(
+        self, *, timeout_ms: float | None = None, label: str | None = None
+    ) -> _RWHold:
+        """Return an async context manager holding the write lock for its body.
+
+        :raises TypeError: if an argument has a bad type (raised here, at once)
+        :raises ValueError: if ``timeout_ms`` is negative or NaN (raised here, at once)
+        """
+        check_timeout_ms(timeout_ms)
+        check_label(label)
+        return _RWHold(self, _WRITE, timeout_ms, label)
+
+    def locked(self) -> bool:
+        """Whether the lock is held, for reading or for writing."""
+        return self._writer is not None or bool(self._readers)
+
+    def write_locked(self) -> bool:
+        """Whether a writer holds the lock."""
+        return self._writer is not None
+
+    @property
+    def writer(self) -> str | None:
+        """The owner label of the writer holding the lock, or ``None``."""
+        return self._writer_label if self._writer is not None else None
+
+    @property
+    def readers(self) -> list[str]:
+        """The owner labels of the readers holding the lock."""
+        return [label for label, _ in self._readers.values()]
+
+    def statistics(self) -> RWLockStatistics:
+        """Return a snapshot of the lock's state and counters."""
+        writers_waiting = sum(1 for w in self._queue if w.kind is _WRITE)
+        return RWLockStatistics(
+            readers=len(self._readers),
+            writer=self.writer,
+            readers_waiting=len(self._queue) - writers_waiting,
+            writers_waiting=writers_waiting,
+            read_acquisitions=self._read_acquisitions,
+            write_acquisitions=self._write_acquisitions,
+            timeouts=self._timeouts,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<RWLock {self._label!r} readers={len(self._readers)} "
+            f"writer={self.writer!r} waiting={len(self._queue)}>"
+        )
+
+
+@final
+class _RWHold:
+    __slots__ = ("_kind", "_label", "_lock", "_release", "_timeout_ms")
+
+    def __init__(
+        self, lock: RWLock, kind: str, timeout_ms: float | None, label: str | None
+    ) -> None:
+        self._lock = lock
+        self._kind = kind
+        self._timeout_ms = timeout_ms
+        self._label = label
+        self._release: Callable[[], None] | None = None
+
+    async def __aenter__(self) -> None:
+        self._release = await self._lock._acquire(
+            self._kind, self._timeout_ms, self._label
+        )
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        release, self._release = self._release, None
+        assert release is not None
+        release()

@@ -1,0 +1,222 @@
+"""The lock-order checker: inversions found before they deadlock; consistent orders quiet."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+from anyio.lowlevel import checkpoint
+
+from anyio_mutex import (
+    AsyncMutex,
+    KeyedMutex,
+    LockOrderError,
+    LockOrderWarning,
+    Mutex,
+    RWLock,
+    disable_lock_order_checks,
+    enable_lock_order_checks,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def _checker_off_afterwards() -> Iterator[None]:
+    yield
+    disable_lock_order_checks()
+
+
+async def in_task(fn: Any, *args: object) -> None:
+    """Run ``fn(*args)`` in a task of its own; re-raise its error unwrapped."""
+    errors: list[Exception] = []
+
+    async def runner() -> None:
+        try:
+            await fn(*args)
+        except Exception as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runner)
+    if errors:
+        raise errors[0]
+
+
+async def nested(outer: AsyncMutex, inner: AsyncMutex) -> None:
+    async with outer, inner:
+        await checkpoint()
+
+
+async def test_consistent_order_never_reports() -> None:
+    enable_lock_order_checks()
+    a, b, c = AsyncMutex("a"), AsyncMutex("b"), AsyncMutex("c")
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(nested, a, b)
+            tg.start_soon(nested, b, c)
+            tg.start_soon(nested, a, c)
+
+
+async def test_inversion_raises_before_any_deadlock() -> None:
+    enable_lock_order_checks()
+    a, b = AsyncMutex("accounts"), Mutex("ledger")
+    await in_task(nested, a, b)  # task 1: accounts, then ledger (finished: no deadlock)
+
+    async def inverted() -> None:
+        async with b:
+            with pytest.raises(LockOrderError) as exc_info:
+                await a.acquire()
+            assert not a.locked()  # raised before acquiring or waiting
+            err = exc_info.value
+            assert isinstance(err, RuntimeError)
+            assert (err.wanted, err.holding) == ("accounts", "ledger")
+            assert "test_diagnostics.py" in err.first_seen
+            assert "in nested" in err.first_seen
+            assert "in inverted" in err.here
+            assert str(err).startswith(
+                "Lock order inversion: acquiring 'accounts' while holding 'ledger', "
+                "but 'accounts' was taken before 'ledger' earlier"
+            )
+
+    await in_task(inverted)
+
+
+async def test_transitive_cycle_is_found() -> None:
+    enable_lock_order_checks()
+    a, b, c = AsyncMutex("a"), AsyncMutex("b"), AsyncMutex("c")
+    await in_task(nested, a, b)
+    await in_task(nested, b, c)
+    with pytest.raises(LockOrderError, match="acquiring 'a' while holding 'c'"):
+        await in_task(nested, c, a)
+
+
+async def test_warn_mode_warns_and_proceeds() -> None:
+    enable_lock_order_checks("warn")
+    a, b = AsyncMutex("a"), AsyncMutex("b")
+    await in_task(nested, a, b)
+    with pytest.warns(LockOrderWarning, match="acquiring 'a' while holding 'b'"):
+        await in_task(nested, b, a)
+    assert not a.locked()
+    assert not b.locked()
+
+
+async def test_keyed_mutex_per_key_catches_key_order_inversions() -> None:
+    enable_lock_order_checks()
+    keyed: KeyedMutex[str] = KeyedMutex("accounts")
+
+    async def transfer(src: str, dst: str) -> None:
+        async with keyed.hold(src), keyed.hold(dst):
+            await checkpoint()
+
+    await in_task(transfer, "alice", "bob")
+    with pytest.raises(
+        LockOrderError,
+        match=r"acquiring \"accounts\['alice'\]\" while holding \"accounts\['bob'\]\"",
+    ):
+        await in_task(transfer, "bob", "alice")
+
+
+async def test_keyed_mutex_per_instance_ignores_keys_but_sees_other_locks() -> None:
+    enable_lock_order_checks()
+    keyed: KeyedMutex[str] = KeyedMutex("accounts", lock_order="instance")
+    audit = AsyncMutex("audit")
+
+    async def transfer(src: str, dst: str) -> None:
+        async with keyed.hold(src), keyed.hold(dst):
+            await checkpoint()
+
+    await in_task(transfer, "alice", "bob")
+    await in_task(transfer, "bob", "alice")  # one node: nesting keys is not checked
+
+    async def keyed_then_audit() -> None:
+        async with keyed.hold("x"), audit:
+            pass
+
+    async def audit_then_keyed() -> None:
+        async with audit, keyed.hold("y"):
+            pass
+
+    await in_task(keyed_then_audit)
+    with pytest.raises(LockOrderError, match=r"acquiring \"accounts\['y'\]\" while"):
+        await in_task(audit_then_keyed)
+
+
+async def test_rwlock_takes_part() -> None:
+    enable_lock_order_checks()
+    rw, m = RWLock("config"), AsyncMutex("cache")
+
+    async def read_then_lock() -> None:
+        async with rw.read(), m:
+            pass
+
+    async def lock_then_write() -> None:
+        async with m, rw.write():
+            pass
+
+    await in_task(read_then_lock)
+    with pytest.raises(
+        LockOrderError, match="acquiring 'config' while holding 'cache'"
+    ):
+        await in_task(lock_then_write)
+
+
+async def test_disabled_records_nothing() -> None:
+    a, b = AsyncMutex("a"), AsyncMutex("b")
+    await in_task(nested, a, b)
+    await in_task(nested, b, a)  # no checker: nothing reported
+    enable_lock_order_checks()
+    await in_task(nested, b, a)  # fresh graph: this is the first order seen
+
+
+async def test_long_hold_logs_label_and_holder(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    enable_lock_order_checks(long_hold_ms=0)
+    m = AsyncMutex("report")
+    with caplog.at_level(logging.WARNING, logger="anyio_mutex"):
+        async with m.hold(label="nightly"):
+            await checkpoint()
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert message.startswith("lock 'report' was held for ")
+    assert "by 'nightly'" in message
+
+    caplog.clear()
+    enable_lock_order_checks(long_hold_ms=60_000)
+    with caplog.at_level(logging.WARNING, logger="anyio_mutex"):
+        async with m.hold(label="quick"):
+            pass
+    assert caplog.records == []
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ValueError, match="mode must be 'raise' or 'warn', got 'loud'"):
+        enable_lock_order_checks("loud")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="long_hold_ms must be >= 0"):
+        enable_lock_order_checks(long_hold_ms=-1)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("raise", "raise"), ("warn", "warn"), ("", "None")]
+)
+def test_environment_variable_enables_at_import(value: str, expected: str) -> None:
+    code = (
+        "import anyio_mutex._diagnostics as d, anyio_mutex; "
+        "print(d.state.checker.mode if d.state.checker else None)"
+    )
+    env = {**os.environ, "ANYIO_MUTEX_LOCK_ORDER": value}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == expected
