@@ -9,7 +9,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, final
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, final
 
 import anyio.lowlevel
 
@@ -33,6 +33,17 @@ class _Entry:
         self.value = value
         self.expires = expires  # clock time after which the value is stale
         self.delta = delta  # how long the fetch took: XFetch refreshes that much early
+
+
+@final
+class _Expiring:
+    """A fetch result carrying its own TTL (used by anyio_mutex.redis): not public."""
+
+    __slots__ = ("ttl_s", "value")
+
+    def __init__(self, value: Any, ttl_s: float | None) -> None:
+        self.value = value
+        self.ttl_s = ttl_s
 
 
 @final
@@ -306,6 +317,9 @@ class RefreshCache(Generic[K, V]):
             current = self._tokens.get(key) is token
             if current:
                 del self._tokens[key]
+        if type(value) is _Expiring:  # a fetcher that knows its value's remaining life
+            expiring = cast(_Expiring, value)
+            value, ttl_s = expiring.value, expiring.ttl_s
         if current:
             self._store(key, value, ttl_s, start, clock())
         return value

@@ -34,6 +34,16 @@ def test_public_objects_live_in_the_package_namespace_and_are_documented() -> No
                 assert inspect.getdoc(member), f"{name}.{attr} has no docstring"
 
 
+def test_redis_submodule_is_public_typed_and_documented() -> None:
+    import anyio_mutex.redis as redis_module
+
+    assert redis_module.__all__ == sorted(redis_module.__all__)
+    for name in redis_module.__all__:
+        obj = getattr(redis_module, name)
+        assert obj.__module__ == "anyio_mutex.redis", name
+        assert inspect.getdoc(obj), f"redis.{name} has no docstring"
+
+
 def test_package_imports_anyio_only() -> None:
     forbidden = {"asyncio", "trio", "sniffio", "uvloop"}
     for path in PACKAGE.rglob("*.py"):
