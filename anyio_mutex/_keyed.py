@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Generic, Literal, TypeVar, final
 
+from ._hold import ReleasingHold
 from ._mutex import AsyncMutex
 from ._validation import check_label, check_timeout_ms
 
@@ -151,7 +152,7 @@ class KeyedMutex(Generic[K]):
 
     def hold(
         self, key: K, *, timeout_ms: float | None = None, label: str | None = None
-    ) -> _KeyedHold:
+    ) -> ReleasingHold:
         """Return an async context manager holding the lock of ``key`` for its body.
 
         :raises TypeError: if an argument has a bad type (raised here, at once)
@@ -160,7 +161,9 @@ class KeyedMutex(Generic[K]):
         check_timeout_ms(timeout_ms)
         check_label(label)
         hash(key)
-        return _KeyedHold(self, key, timeout_ms, label)
+        return ReleasingHold(
+            functools.partial(self.acquire, key, timeout_ms=timeout_ms, label=label)
+        )
 
     def locked(self, key: K) -> bool:
         """Whether the lock of ``key`` is held."""
@@ -202,36 +205,3 @@ class KeyedMutex(Generic[K]):
         return (
             f"<KeyedMutex {self._label!r} keys={len(self._entries)} held={self._held}>"
         )
-
-
-@final
-class _KeyedHold:
-    __slots__ = ("_key", "_keyed", "_label", "_release", "_timeout_ms")
-
-    def __init__(
-        self,
-        keyed: KeyedMutex[K],
-        key: K,
-        timeout_ms: float | None,
-        label: str | None,
-    ) -> None:
-        self._keyed: KeyedMutex[K] = keyed
-        self._key = key
-        self._timeout_ms = timeout_ms
-        self._label = label
-        self._release: Callable[[], None] | None = None
-
-    async def __aenter__(self) -> None:
-        self._release = await self._keyed.acquire(
-            self._key, timeout_ms=self._timeout_ms, label=self._label
-        )
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        release, self._release = self._release, None
-        assert release is not None
-        release()

@@ -472,19 +472,21 @@ def cached(
     :class:`RefreshCache`, which is available as ``load.cache``.
     """
     check_label(label)
+    options: dict[str, Any] = {
+        "ttl_s": ttl_s,
+        "max_entries": max_entries,
+        "jitter": jitter,
+        "early_refresh": early_refresh,
+        "stale_if_error_s": stale_if_error_s,
+        "timeout_ms": timeout_ms,
+        "clock": clock,
+    }
+    RefreshCache(**options)  # validate when cached(...) is called, not at first use
 
     def decorate(fn: Callable[P, Awaitable[V]]) -> CachedFunction[P, V]:
         check_callable(fn, "fn")
-        cache: RefreshCache[Any, V] = RefreshCache(
-            ttl_s=ttl_s,
-            max_entries=max_entries,
-            jitter=jitter,
-            early_refresh=early_refresh,
-            stale_if_error_s=stale_if_error_s,
-            timeout_ms=timeout_ms,
-            clock=clock,
-            label=label if label is not None else getattr(fn, "__qualname__", "cached"),
-        )
+        name = label if label is not None else getattr(fn, "__qualname__", "cached")
+        cache: RefreshCache[Any, V] = RefreshCache(**options, label=name)
         hit = cache._hit
 
         # A plain function, not an object with __call__: that is ~100 ns per hit.
@@ -505,14 +507,4 @@ def cached(
         wrapper.invalidate = invalidate  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
-    # Validate the options when cached(...) is called, not at the first call.
-    RefreshCache(
-        ttl_s=ttl_s,
-        max_entries=max_entries,
-        jitter=jitter,
-        early_refresh=early_refresh,
-        stale_if_error_s=stale_if_error_s,
-        timeout_ms=timeout_ms,
-        clock=clock,
-    )
     return decorate

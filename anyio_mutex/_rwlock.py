@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Final, final
 
 import anyio
@@ -13,6 +13,7 @@ import anyio.lowlevel
 
 from ._diagnostics import state as _diagnostics
 from ._errors import MutexReentryError, MutexReleaseError, MutexTimeoutError
+from ._hold import ReleasingHold
 from ._validation import check_label, check_timeout_ms
 
 _READ: Final = "read"
@@ -288,7 +289,7 @@ class RWLock:
 
     def read(
         self, *, timeout_ms: float | None = None, label: str | None = None
-    ) -> _RWHold:
+    ) -> ReleasingHold:
         """Return an async context manager holding the read lock for its body.
 
         :raises TypeError: if an argument has a bad type (raised here, at once)
@@ -296,11 +297,11 @@ class RWLock:
         """
         check_timeout_ms(timeout_ms)
         check_label(label)
-        return _RWHold(self, _READ, timeout_ms, label)
+        return ReleasingHold(functools.partial(self._acquire, _READ, timeout_ms, label))
 
     def write(
         self, *, timeout_ms: float | None = None, label: str | None = None
-    ) -> _RWHold:
+    ) -> ReleasingHold:
         """Return an async context manager holding the write lock for its body.
 
         :raises TypeError: if an argument has a bad type (raised here, at once)
@@ -308,7 +309,9 @@ class RWLock:
         """
         check_timeout_ms(timeout_ms)
         check_label(label)
-        return _RWHold(self, _WRITE, timeout_ms, label)
+        return ReleasingHold(
+            functools.partial(self._acquire, _WRITE, timeout_ms, label)
+        )
 
     def locked(self) -> bool:
         """Whether the lock is held, for reading or for writing."""
@@ -346,32 +349,3 @@ class RWLock:
             f"<RWLock {self._label!r} readers={len(self._readers)} "
             f"writer={self.writer!r} waiting={len(self._queue)}>"
         )
-
-
-@final
-class _RWHold:
-    __slots__ = ("_kind", "_label", "_lock", "_release", "_timeout_ms")
-
-    def __init__(
-        self, lock: RWLock, kind: str, timeout_ms: float | None, label: str | None
-    ) -> None:
-        self._lock = lock
-        self._kind = kind
-        self._timeout_ms = timeout_ms
-        self._label = label
-        self._release: Callable[[], None] | None = None
-
-    async def __aenter__(self) -> None:
-        self._release = await self._lock._acquire(
-            self._kind, self._timeout_ms, self._label
-        )
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        release, self._release = self._release, None
-        assert release is not None
-        release()

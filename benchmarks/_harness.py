@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import anyio
 
 Case = Callable[[int], Awaitable[None]]
 
@@ -68,3 +74,40 @@ def table(title: str, rows: Sequence[Row]) -> str:
 def ratio(rows: Sequence[Row], name: str, baseline: str) -> float:
     by_name = {row.name: row for row in rows}
     return by_name[name].median_ns / by_name[baseline].median_ns
+
+
+def _version(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def run_on_backends(
+    bench: Callable[..., Awaitable[list[str]]], args: argparse.Namespace, *extra: Any
+) -> None:
+    """Run ``bench(backend, quick, repeats, *extra)`` per backend; print the verdicts."""
+    have_uvloop = importlib.util.find_spec("uvloop") is not None
+    backends = args.backend or ["asyncio", "trio"] + (["uvloop"] if have_uvloop else [])
+    repeats = 1 if args.quick else args.repeats
+    print(
+        f"Python {sys.version.split()[0]}, anyio {_version('anyio')}, "
+        f"trio {_version('trio')}, uvloop {_version('uvloop')}; "
+        f"median of {repeats} interleaved repeats"
+    )
+    verdicts: list[str] = []
+    for backend in backends:
+        name, options = (
+            ("asyncio", {"use_uvloop": True}) if backend == "uvloop" else (backend, {})
+        )
+        verdicts += anyio.run(
+            bench,
+            backend,
+            args.quick,
+            repeats,
+            *extra,
+            backend=name,
+            backend_options=options,
+        )
+    print("\nTargets:")
+    print("\n".join(verdicts))

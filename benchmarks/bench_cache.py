@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import Row, measure, parse_args, ratio, table
+from _harness import Row, measure, parse_args, ratio, run_on_backends, table
 
 from anyio_mutex import RefreshCache, cached, default_cache, get_or_refresh
 
@@ -265,25 +265,10 @@ async def bench(backend: str, quick: bool, repeats: int) -> list[str]:
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    backends = args.backend or ["asyncio", "trio"] + (
-        ["uvloop"] if have("uvloop") else []
-    )
-    repeats = 1 if args.quick else args.repeats
     missing = [m for m in ("async_lru", "cashews", "aiocache") if not have(m)]
-    print(f"Python {sys.version.split()[0]}, median of {repeats} repeats")
     if missing:
         print(f"peers not installed (pip install -e '.[bench]'): {', '.join(missing)}")
-    verdicts: list[str] = []
-    for backend in backends:
-        name, options = (
-            ("asyncio", {"use_uvloop": True}) if backend == "uvloop" else (backend, {})
-        )
-        verdicts += anyio.run(
-            bench, backend, args.quick, repeats, backend=name, backend_options=options
-        )
-    print("\nTargets:")
-    print("\n".join(verdicts))
+    run_on_backends(bench, parse_args(__doc__ or ""))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import Row, measure, parse_args, ratio, table
+from _harness import Row, measure, parse_args, ratio, run_on_backends, table
 
 import anyio_mutex
 from anyio_mutex import AsyncMutex, KeyedMutex, RWLock
@@ -315,29 +315,7 @@ async def bench(backend: str, quick: bool, repeats: int, nohooks: Any) -> list[s
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    backends = args.backend or ["asyncio", "trio"] + (
-        ["uvloop"] if have("uvloop") else []
-    )
-    repeats = 1 if args.quick else args.repeats
-    nohooks = build_without_hooks()
-    print(f"Python {sys.version.split()[0]}, median of {repeats} interleaved repeats")
-    verdicts: list[str] = []
-    for backend in backends:
-        name, options = (
-            ("asyncio", {"use_uvloop": True}) if backend == "uvloop" else (backend, {})
-        )
-        verdicts += anyio.run(
-            bench,
-            backend,
-            args.quick,
-            repeats,
-            nohooks,
-            backend=name,
-            backend_options=options,
-        )
-    print("\nTargets:")
-    print("\n".join(verdicts))
+    run_on_backends(bench, parse_args(__doc__ or ""), build_without_hooks())
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ anyio.Lock that AsyncMutex wraps (same mode):
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import anyio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import Row, measure, parse_args, ratio, table
+from _harness import Row, measure, parse_args, ratio, run_on_backends, table
 
 from anyio_mutex import AsyncMutex
 
@@ -195,24 +194,7 @@ async def bench(backend: str, quick: bool, repeats: int) -> list[str]:
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    backends = args.backend or ["asyncio", "trio"] + (
-        ["uvloop"] if importlib.util.find_spec("uvloop") else []
-    )
-    repeats = 1 if args.quick else args.repeats
-    print(
-        f"Python {sys.version.split()[0]}, anyio {anyio.__version__ if hasattr(anyio, '__version__') else ''}, median of {repeats} interleaved repeats"
-    )
-    verdicts: list[str] = []
-    for backend in backends:
-        name, options = (
-            ("asyncio", {"use_uvloop": True}) if backend == "uvloop" else (backend, {})
-        )
-        verdicts += anyio.run(
-            bench, backend, args.quick, repeats, backend=name, backend_options=options
-        )
-    print("\nTargets:")
-    print("\n".join(verdicts))
+    run_on_backends(bench, parse_args(__doc__ or ""))
 
 
 if __name__ == "__main__":
