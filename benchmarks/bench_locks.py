@@ -249,6 +249,50 @@ def rw_rows(backend: str, tasks: int) -> list[Row]:
     return rows
 
 
+def rw_io_rows(backend: str, tasks: int) -> list[Row]:
+    """The case RWLock exists for: readers await I/O (1 ms) while holding the lock."""
+
+    def mixed(
+        read_ctx: Callable[[], Any], write_ctx: Callable[[], Any]
+    ) -> Callable[[int], Awaitable[None]]:
+        async def run(n: int) -> None:
+            rng = random.Random(2)
+
+            async def worker() -> None:
+                for _ in range(max(1, n // tasks)):
+                    async with write_ctx() if rng.random() < 0.1 else read_ctx():
+                        await anyio.sleep(0.001)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(tasks):
+                    tg.start_soon(worker)
+
+        return run
+
+    rw = RWLock()
+    lock = anyio.Lock()
+    rows = [
+        Row("90/10 mix, 1 ms I/O: anyio.Lock", mixed(lambda: lock, lambda: lock)),
+        Row(
+            "90/10 mix, 1 ms I/O: RWLock",
+            mixed(rw.read, rw.write),
+            "90/10 mix, 1 ms I/O: anyio.Lock",
+        ),
+    ]
+    if backend != "trio" and have("aiorwlock"):
+        import aiorwlock
+
+        peer = aiorwlock.RWLock()
+        rows.append(
+            Row(
+                "90/10 mix, 1 ms I/O: aiorwlock",
+                mixed(lambda: peer.reader, lambda: peer.writer),
+                "90/10 mix, 1 ms I/O: anyio.Lock",
+            )
+        )
+    return rows
+
+
 def checker_rows(nohooks: Any) -> list[Row]:
     def run_mutex(m: Any, enable: bool) -> Callable[[int], Awaitable[None]]:
         async def run(n: int) -> None:
@@ -295,6 +339,11 @@ async def bench(backend: str, quick: bool, repeats: int, nohooks: Any) -> list[s
             ops,
         ),
         (f"RWLock (mix: {tasks} tasks)", rw_rows(backend, tasks), ops),
+        (
+            f"RWLock, readers awaiting I/O ({tasks} tasks)",
+            rw_io_rows(backend, tasks),
+            ops // 20,
+        ),
         ("lock-order checker, uncontended AsyncMutex", checker_rows(nohooks), ops),
     ]
     verdicts = []
