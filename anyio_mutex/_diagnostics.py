@@ -186,4 +186,8 @@ def _enable_from_environment() -> None:
         return
     if mode in ("1", "on", "true"):
         mode = "raise"
+    if mode not in ("raise", "warn"):
+        raise ValueError(
+            f"{_ENV_VAR} must be 'raise', 'warn' or 'off', got {os.environ[_ENV_VAR]!r}"
+        )
     enable_lock_order_checks(mode)  # type: ignore[arg-type]

@@ -32,8 +32,14 @@ from typing import Any, Final, Generic, TypeVar, final
 
 import anyio
 import anyio.lowlevel
-import coredis
-import coredis.exceptions
+
+try:
+    import coredis
+    import coredis.exceptions
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "anyio_mutex.redis needs coredis: pip install 'anyio_mutex[redis]'"
+    ) from exc
 
 from ._errors import MutexError, MutexReleaseError, MutexTimeoutError
 from ._refresh import _UNSET, RefreshCache, _Expiring

@@ -78,3 +78,18 @@ def test_version_matches_installed_metadata() -> None:
 
 def test_ships_py_typed() -> None:
     assert (PACKAGE / "py.typed").is_file()
+
+
+def test_redis_submodule_without_coredis_says_which_extra_to_install() -> None:
+    code = (
+        "import sys; sys.modules['coredis'] = None\n"
+        "import anyio_mutex\n"
+        "try:\n"
+        "    import anyio_mutex.redis\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "pip install 'anyio_mutex[redis]'" in out.stdout

@@ -220,3 +220,18 @@ def test_environment_variable_enables_at_import(value: str, expected: str) -> No
         check=True,
     )
     assert out.stdout.strip() == expected
+
+
+def test_bad_environment_value_names_the_variable() -> None:
+    env = {**os.environ, "ANYIO_MUTEX_LOCK_ORDER": "loud"}
+    out = subprocess.run(
+        [sys.executable, "-c", "import anyio_mutex"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0
+    assert (
+        "ANYIO_MUTEX_LOCK_ORDER must be 'raise', 'warn' or 'off', got 'loud'"
+        in out.stderr
+    )
