@@ -180,6 +180,30 @@ def keyed_contended_rows(backend: str, tasks: int) -> list[Row]:
     return rows
 
 
+def rw_mix(
+    tasks: int,
+    seed: int,
+    body: Callable[[], Awaitable[None]],
+    read_ctx: Callable[[], Any],
+    write_ctx: Callable[[], Any],
+) -> Callable[[int], Awaitable[None]]:
+    """``tasks`` workers doing 90% reads, 10% writes, each running ``body`` inside."""
+
+    async def run(n: int) -> None:
+        rng = random.Random(seed)
+
+        async def worker() -> None:
+            for _ in range(max(1, n // tasks)):
+                async with write_ctx() if rng.random() < 0.1 else read_ctx():
+                    await body()
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(tasks):
+                tg.start_soon(worker)
+
+    return run
+
+
 def rw_rows(backend: str, tasks: int) -> list[Row]:
     def plain(lock_ctx: Callable[[], Any]) -> Callable[[int], Awaitable[None]]:
         async def run(n: int) -> None:
@@ -189,61 +213,31 @@ def rw_rows(backend: str, tasks: int) -> list[Row]:
 
         return run
 
-    def mixed(
-        read_ctx: Callable[[], Any], write_ctx: Callable[[], Any]
-    ) -> Callable[[int], Awaitable[None]]:
-        async def run(n: int) -> None:
-            rng = random.Random(1)
-
-            async def worker() -> None:
-                for _ in range(max(1, n // tasks)):
-                    async with write_ctx() if rng.random() < 0.1 else read_ctx():
-                        await checkpoint()
-
-            async with anyio.create_task_group() as tg:
-                for _ in range(tasks):
-                    tg.start_soon(worker)
-
-        return run
+    def mixed(read_ctx: Callable[[], Any], write_ctx: Callable[[], Any]) -> Any:
+        return rw_mix(tasks, 1, checkpoint, read_ctx, write_ctx)
 
     rw = RWLock()
     lock = anyio.Lock()
+    base = "read: anyio.Lock (exclusive)"
+    mix_base = "90/10 mix: anyio.Lock (exclusive)"
     rows = [
-        Row("read: anyio.Lock (exclusive)", plain(lambda: lock)),
-        Row("read: RWLock", plain(rw.read), "read: anyio.Lock (exclusive)"),
-        Row("write: RWLock", plain(rw.write), "read: anyio.Lock (exclusive)"),
-        Row("90/10 mix: anyio.Lock (exclusive)", mixed(lambda: lock, lambda: lock)),
-        Row(
-            "90/10 mix: RWLock",
-            mixed(rw.read, rw.write),
-            "90/10 mix: anyio.Lock (exclusive)",
-        ),
+        Row(base, plain(lambda: lock)),
+        Row("read: RWLock", plain(rw.read), base),
+        Row("write: RWLock", plain(rw.write), base),
+        Row(mix_base, mixed(lambda: lock, lambda: lock)),
+        Row("90/10 mix: RWLock", mixed(rw.read, rw.write), mix_base),
     ]
     if backend != "trio" and have("aiorwlock"):
         import aiorwlock
 
         peer = aiorwlock.RWLock()
-        rows.insert(
-            2,
-            Row(
-                "read: aiorwlock",
-                plain(lambda: peer.reader),
-                "read: anyio.Lock (exclusive)",
-            ),
-        )
-        rows.insert(
-            4,
-            Row(
-                "write: aiorwlock",
-                plain(lambda: peer.writer),
-                "read: anyio.Lock (exclusive)",
-            ),
-        )
+        rows.insert(2, Row("read: aiorwlock", plain(lambda: peer.reader), base))
+        rows.insert(4, Row("write: aiorwlock", plain(lambda: peer.writer), base))
         rows.append(
             Row(
                 "90/10 mix: aiorwlock",
                 mixed(lambda: peer.reader, lambda: peer.writer),
-                "90/10 mix: anyio.Lock (exclusive)",
+                mix_base,
             )
         )
     return rows
@@ -252,32 +246,15 @@ def rw_rows(backend: str, tasks: int) -> list[Row]:
 def rw_io_rows(backend: str, tasks: int) -> list[Row]:
     """The case RWLock exists for: readers await I/O (1 ms) while holding the lock."""
 
-    def mixed(
-        read_ctx: Callable[[], Any], write_ctx: Callable[[], Any]
-    ) -> Callable[[int], Awaitable[None]]:
-        async def run(n: int) -> None:
-            rng = random.Random(2)
-
-            async def worker() -> None:
-                for _ in range(max(1, n // tasks)):
-                    async with write_ctx() if rng.random() < 0.1 else read_ctx():
-                        await anyio.sleep(0.001)
-
-            async with anyio.create_task_group() as tg:
-                for _ in range(tasks):
-                    tg.start_soon(worker)
-
-        return run
+    def mixed(read_ctx: Callable[[], Any], write_ctx: Callable[[], Any]) -> Any:
+        return rw_mix(tasks, 2, lambda: anyio.sleep(0.001), read_ctx, write_ctx)
 
     rw = RWLock()
     lock = anyio.Lock()
+    base = "90/10 mix, 1 ms I/O: anyio.Lock"
     rows = [
-        Row("90/10 mix, 1 ms I/O: anyio.Lock", mixed(lambda: lock, lambda: lock)),
-        Row(
-            "90/10 mix, 1 ms I/O: RWLock",
-            mixed(rw.read, rw.write),
-            "90/10 mix, 1 ms I/O: anyio.Lock",
-        ),
+        Row(base, mixed(lambda: lock, lambda: lock)),
+        Row("90/10 mix, 1 ms I/O: RWLock", mixed(rw.read, rw.write), base),
     ]
     if backend != "trio" and have("aiorwlock"):
         import aiorwlock
@@ -287,7 +264,7 @@ def rw_io_rows(backend: str, tasks: int) -> list[Row]:
             Row(
                 "90/10 mix, 1 ms I/O: aiorwlock",
                 mixed(lambda: peer.reader, lambda: peer.writer),
-                "90/10 mix, 1 ms I/O: anyio.Lock",
+                base,
             )
         )
     return rows
