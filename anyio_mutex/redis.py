@@ -447,7 +447,12 @@ class RedisMutex:
                 try:
                     await anyio.lowlevel.checkpoint_if_cancelled()
                 except BaseException:
-                    with anyio.CancelScope(shield=True):
+                    # Cancelled as the grant arrived: give it back. If Redis is gone
+                    # the key expires with its lease; the cancellation still wins.
+                    with (
+                        anyio.CancelScope(shield=True),
+                        contextlib.suppress(LockUnavailableError),
+                    ):
                         await self._release(lease)
                     raise
                 return lease, contended

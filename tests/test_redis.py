@@ -259,6 +259,36 @@ async def test_cancelled_body_frees_the_key_at_once(server: RedisServer) -> None
         assert not await mutex.locked()  # not 30 s later: now
 
 
+async def test_cancelled_while_the_grant_is_in_flight_gives_it_back(
+    server: RedisServer,
+) -> None:
+    # The grant round trip is shielded: a cancellation that arrives meanwhile must
+    # neither leave a key held by no one nor swallow the cancellation.
+    name = unique("inflight")
+    async with connect(server) as client:
+        mutex = RedisMutex(client, name, lease_ms=30_000)
+        outcome: list[str] = []
+        scope = anyio.CancelScope()
+
+        async def acquirer() -> None:
+            with scope:
+                await mutex.acquire()
+                outcome.append("acquired")  # pragma: no cover - must not happen
+            outcome.append(f"cancelled={scope.cancelled_caught}")
+
+        await client.ping()  # connect first: the pause must catch the grant itself
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                server.command("CLIENT", "PAUSE", "500")  # the server holds every reply
+                tg.start_soon(acquirer)
+                await anyio.wait_all_tasks_blocked()  # parked in the grant round trip
+                scope.cancel()
+        assert outcome == ["cancelled=True"]
+        assert int(await client.get("{" + name + "}:fence") or 0) == 1  # it was granted
+        assert not await mutex.locked()  # and given back at once
+        assert mutex.statistics().total_acquisitions == 0
+
+
 async def test_stale_release_leaves_the_new_holders_key_intact(
     server: RedisServer,
 ) -> None:
