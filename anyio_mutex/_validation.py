@@ -29,7 +29,7 @@ def check_timeout_ms(timeout_ms: object, name: str = "timeout_ms") -> float | No
 
 def check_label(label: object, name: str = "label") -> None:
     """Raise ``TypeError`` unless ``label`` is a string or ``None``."""
-    if label is not None and type(label) is not str and not isinstance(label, str):
+    if label is not None and not isinstance(label, str):
         raise TypeError(f"{name} must be a str or None, got {label!r}")
 
 

@@ -718,14 +718,6 @@ class RedisRefreshCache(Generic[V]):
         self._remote_hits += 1
         return _Expiring(self._loads(raw), None if pttl < 0 else pttl / 1000)
 
-    def _mutex_for(self, redis_key: str) -> RedisMutex:
-        return RedisMutex(
-            self._client,
-            f"{redis_key}:refresh",
-            lease_ms=self._lease_ms,
-            label="refresh",
-        )
-
     async def _shared_fetch(
         self,
         key: str,
@@ -738,7 +730,12 @@ class RedisRefreshCache(Generic[V]):
         found = await self._read(redis_key)
         if found is not None:
             return found
-        mutex = self._mutex_for(redis_key)
+        mutex = RedisMutex(
+            self._client,
+            f"{redis_key}:refresh",
+            lease_ms=self._lease_ms,
+            label="refresh",
+        )
         lease = await mutex.acquire(
             timeout_ms=timeout_ms,
             label=label if label is not None else f"refresh:{key}",
