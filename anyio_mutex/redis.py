@@ -147,6 +147,14 @@ async def _call(
         raise LockUnavailableError(name, f"{what} failed: {exc}") from exc
 
 
+def _check_lease_ms(lease_ms: object) -> float:
+    lease = check_seconds(lease_ms, "lease_ms", allow_zero=False)
+    assert lease is not None
+    if lease < 1 or lease == float("inf"):
+        raise ValueError(f"lease_ms must be a finite number >= 1, got {lease_ms!r}")
+    return lease
+
+
 @final
 @dataclass(frozen=True)
 class RedisMutexStatistics:
@@ -321,10 +329,7 @@ class RedisMutex:
         if not isinstance(label, str):
             raise TypeError(f"label must be a str, got {label!r}")
         # check_seconds validates any duration; these are in milliseconds.
-        lease = check_seconds(lease_ms, "lease_ms", allow_zero=False)
-        assert lease is not None
-        if lease < 1 or lease == float("inf"):
-            raise ValueError(f"lease_ms must be a finite number >= 1, got {lease_ms!r}")
+        lease = _check_lease_ms(lease_ms)
         renew = check_seconds(renew_ms, "renew_ms", allow_none=True, allow_zero=False)
         if renew is not None and renew >= lease:
             raise ValueError(
@@ -661,7 +666,7 @@ class RedisRefreshCache(Generic[V]):
             raise TypeError(f"prefix must be a str, got {prefix!r}")
         check_callable(dumps, "dumps")
         check_callable(loads, "loads")
-        check_seconds(lease_ms, "lease_ms", allow_zero=False)
+        _check_lease_ms(lease_ms)  # the same rule RedisMutex applies, but at the door
         self._local: RefreshCache[str, V] = RefreshCache(
             ttl_s=ttl_s, max_entries=max_entries, timeout_ms=timeout_ms, label="refresh"
         )

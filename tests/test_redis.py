@@ -464,6 +464,10 @@ async def test_bad_arguments(server: RedisServer) -> None:
             RedisMutex(client, "")
         with pytest.raises(TypeError, match=r"client must be a coredis\.Redis"):
             RedisMutex(object(), "x")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="lease_ms must be a finite number >= 1"):
+            RedisRefreshCache(
+                client, lease_ms=0.5
+            )  # rejected here, not at the first miss
         mutex = RedisMutex(client, unique("args"))
         with pytest.raises(ValueError, match="timeout_ms must be >= 0"):
             await mutex.acquire(timeout_ms=-1)
