@@ -8,11 +8,31 @@ so the same misuse reads the same on asyncio and on trio.
 
 from __future__ import annotations
 
-from typing import final
+from typing import Any, final
 
 
 class MutexError(Exception):
-    """Base class of every exception raised by anyio_mutex."""
+    """Base class of every exception raised by anyio_mutex.
+
+    Every subclass keeps its constructor's arguments as attributes and pickles with
+    them (across ``anyio.to_process``, multiprocessing and log shippers).
+    """
+
+    # Keyword fields that __reduce__ passes back to the constructor; set per subclass.
+    _fields: tuple[str, ...] = ()
+    # Positional fields, in constructor order.
+    _positional: tuple[str, ...] = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = tuple(getattr(self, name) for name in self._positional)
+        kwargs = {name: getattr(self, name) for name in self._fields}
+        return _rebuild, (type(self), args, kwargs)
+
+
+def _rebuild(
+    cls: type[MutexError], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> MutexError:
+    return cls(*args, **kwargs)
 
 
 @final
@@ -26,7 +46,12 @@ class MutexTimeoutError(MutexError, TimeoutError):
     :ivar timeout_ms: the timeout the caller asked for
     :ivar label: the label of the lock
     :ivar owner: the label of the holder when the caller gave up (``None`` if unknown)
+    :ivar waiting_for: what was waited for when it was not a plain lock (for example
+        ``"the fetch of key 'user:1'"``), or ``None``
     """
+
+    _positional = ("waited_ms",)
+    _fields = ("timeout_ms", "label", "owner", "waiting_for")
 
     def __init__(
         self,
@@ -35,12 +60,17 @@ class MutexTimeoutError(MutexError, TimeoutError):
         timeout_ms: float | None = None,
         label: str | None = None,
         owner: str | None = None,
+        waiting_for: str | None = None,
     ) -> None:
         self.waited_ms = waited_ms
         self.timeout_ms = timeout_ms
         self.label = label
         self.owner = owner
+        self.waiting_for = waiting_for
+        # The prefix stays the same whatever was waited for: ported code matches on it.
         message = f"Mutex acquisition timed out after {waited_ms:.0f}ms"
+        if waiting_for is not None:
+            message += f" waiting for {waiting_for}"
         details = []
         if timeout_ms is not None:
             details.append(f"timeout_ms={timeout_ms:g}")
@@ -52,20 +82,6 @@ class MutexTimeoutError(MutexError, TimeoutError):
             message += f" ({', '.join(details)})"
         super().__init__(message)
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return _rebuild_timeout, (
-            self.waited_ms,
-            self.timeout_ms,
-            self.label,
-            self.owner,
-        )
-
-
-def _rebuild_timeout(
-    waited_ms: float, timeout_ms: float | None, label: str | None, owner: str | None
-) -> MutexTimeoutError:
-    return MutexTimeoutError(waited_ms, timeout_ms=timeout_ms, label=label, owner=owner)
-
 
 @final
 class MutexReleaseError(MutexError, RuntimeError):
@@ -76,6 +92,9 @@ class MutexReleaseError(MutexError, RuntimeError):
     :ivar label: the label of the lock
     :ivar owner: the label of the current holder, or ``None`` if the lock is free
     """
+
+    _positional = ("label", "owner")
+    _fields = ("reason",)
 
     def __init__(self, label: str, owner: str | None, *, reason: str) -> None:
         self.label = label
@@ -93,6 +112,8 @@ class MutexReentryError(MutexError, RuntimeError):
     :ivar label: the label of the lock
     :ivar owner: the label of the acquisition that holds it
     """
+
+    _positional = ("label", "owner")
 
     def __init__(self, label: str, owner: str | None) -> None:
         self.label = label
@@ -117,6 +138,8 @@ class LockOrderError(MutexError, RuntimeError):
     :ivar first_seen: where the opposite order was first recorded
     :ivar here: where the inverting acquisition happens
     """
+
+    _fields = ("wanted", "holding", "first_seen", "here")
 
     def __init__(
         self, *, wanted: str, holding: str, first_seen: str, here: str

@@ -16,7 +16,10 @@ from anyio.lowlevel import checkpoint
 
 from anyio_mutex import (
     AsyncMutex,
+    LockOrderError,
     Mutex,
+    MutexError,
+    MutexReentryError,
     MutexReleaseError,
     MutexStatistics,
     MutexTimeoutError,
@@ -396,6 +399,32 @@ def test_errors_pickle_and_keep_fields() -> None:
     )
     assert str(clone) == str(err)
     assert str(MutexTimeoutError(3.4)) == "Mutex acquisition timed out after 3ms"
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        MutexTimeoutError(
+            7.0, timeout_ms=5, label="c", owner="o", waiting_for="the fetch of key 1"
+        ),
+        MutexReleaseError("l", "o", reason="it is not locked"),
+        MutexReentryError("l", "o"),
+        LockOrderError(wanted="a", holding="b", first_seen="x.py:1", here="y.py:2"),
+    ],
+    ids=lambda err: type(err).__name__,
+)
+def test_every_error_pickles_with_its_fields(err: MutexError) -> None:
+    # Regression: 5 of 6 error classes could not be unpickled (anyio.to_process,
+    # multiprocessing and pickle-based log shippers broke on them).
+    clone = pickle.loads(pickle.dumps(err))
+    assert type(clone) is type(err)
+    assert vars(clone) == vars(err)
+    assert str(clone) == str(err)
+
+
+def test_timeout_error_says_what_was_waited_for() -> None:
+    err = MutexTimeoutError(5.0, timeout_ms=5, owner="refresh:1", waiting_for="x")
+    assert str(err).startswith("Mutex acquisition timed out after 5ms waiting for x")
 
 
 def test_repr() -> None:
