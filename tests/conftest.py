@@ -23,6 +23,27 @@ if importlib.util.find_spec("uvloop") is not None:
     )
 
 
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Run ``@pytest.mark.heavy`` tests on asyncio and trio only, not on uvloop too.
+
+    A heavy test (100,000 keys, a benchmark in quick mode) checks our own bookkeeping,
+    which is the same on both asyncio loops; running it a third time only costs time.
+    """
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend_id = callspec.id if callspec is not None else ""
+        if item.get_closest_marker("heavy") and "asyncio+uvloop" in backend_id:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(params=BACKENDS)
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
