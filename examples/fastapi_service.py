@@ -158,10 +158,8 @@ def create_app(*, delay_s: float = 0.2, lock_timeout_ms: float = 2000) -> FastAP
             user_id, timeout_ms=services.lock_timeout_ms, label=f"PUT {user_id}"
         ):
             profile = await backend.read_profile(user_id)
-            if profile is None:
-                raise HTTPException(
-                    404, f"no user {user_id!r}"
-                )  # released on the way out
+            if profile is None:  # the 404 leaves the lock released
+                raise HTTPException(404, f"no user {user_id!r}")
             profile = Profile(update.display_name, profile.version + 1)
             await backend.write_profile(user_id, profile)
             return profile

@@ -8,6 +8,9 @@ gets its own section, titled from its module docstring.
 
 ``.. examples-index::`` shows every ``examples/*.py`` file with its summary line, so an
 example added later is linked from the docs automatically.
+
+Both directives emit reStructuredText, so use them from ``.rst`` pages (inside a MyST
+page their output would be parsed as Markdown).
 """
 
 from __future__ import annotations
