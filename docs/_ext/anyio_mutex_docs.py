@@ -20,6 +20,8 @@ import importlib
 import inspect
 import os
 import pathlib
+import re
+import types
 import typing
 from typing import Any
 
@@ -27,33 +29,40 @@ from docutils import nodes
 from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
+from sphinx.util.inspect import signature as sphinx_signature
+from sphinx.util.inspect import stringify_signature
 from sphinx.util.nodes import nested_parse_with_titles
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-#: Section titles and order for the private modules we know; any other module gets a
-#: section after these, titled from its docstring's first line.
+#: Section titles and order for the private modules we know (by dotted name); any
+#: other module gets a section after these, titled from its docstring's first line.
 SECTIONS: dict[str, str] = {
-    "_mutex": "Mutex and AsyncMutex",
-    "_refresh": "Cache refresh",
-    "_singleflight": "SingleFlight",
-    "_keyed": "KeyedMutex",
-    "_rwlock": "RWLock",
-    "_diagnostics": "Lock-order checker",
-    "_errors": "Errors",
+    "anyio_mutex._mutex": "Mutex and AsyncMutex",
+    "anyio_mutex._refresh": "Cache refresh",
+    "anyio_mutex._singleflight": "SingleFlight",
+    "anyio_mutex._keyed": "KeyedMutex",
+    "anyio_mutex._rwlock": "RWLock",
+    "anyio_mutex._diagnostics": "Lock-order checker",
+    "anyio_mutex._errors": "Errors",
 }
-LAST = ("_errors",)
+LAST = ("anyio_mutex._errors",)
 
 #: Special methods worth listing when a public class defines them with a docstring.
 SPECIAL = ("__len__", "__contains__", "__iter__", "__getitem__", "__call__")
 
 
-def _module_files(module: Any) -> list[pathlib.Path]:
-    """The source files that can define ``module``'s public names."""
+def _module_files(module: Any) -> dict[pathlib.Path, str]:
+    """The source files that can define ``module``'s public names, with dotted names."""
     path = pathlib.Path(inspect.getfile(module))
     if path.name == "__init__.py":  # a package: its own directory, not subpackages
-        return sorted(path.parent.glob("*.py"))
-    return [path]
+        return {
+            file: module.__name__
+            if file.name == "__init__.py"
+            else f"{module.__name__}.{file.stem}"
+            for file in sorted(path.parent.glob("*.py"))
+        }
+    return {path: module.__name__}
 
 
 def _definitions(path: pathlib.Path) -> list[str]:
@@ -69,9 +78,9 @@ def _definitions(path: pathlib.Path) -> list[str]:
     return names
 
 
-def _title(path: pathlib.Path) -> str:
-    if path.stem in SECTIONS:
-        return SECTIONS[path.stem]
+def _title(path: pathlib.Path, dotted: str) -> str:
+    if dotted in SECTIONS:
+        return SECTIONS[dotted]
     doc = ast.get_docstring(ast.parse(path.read_text())) or path.stem.lstrip("_")
     return doc.strip().splitlines()[0].split(":")[0].rstrip(".")
 
@@ -80,8 +89,10 @@ def _public_members(cls: type, package: str) -> list[str]:
     """Public methods, properties and attributes of ``cls``, its private bases included.
 
     Only classes of this package are searched, so ``anyio.Lock``'s or ``Exception``'s
-    members are not repeated here.
+    members are not repeated here. A slot the class docstring already describes with
+    ``:ivar name:`` is not listed again as a bare attribute.
     """
+    docs = "\n".join(klass.__doc__ or "" for klass in cls.__mro__)
     members: dict[str, None] = {}
     for klass in reversed(cls.__mro__):
         if not klass.__module__.startswith(package):
@@ -90,16 +101,39 @@ def _public_members(cls: type, package: str) -> list[str]:
             if name in SPECIAL:
                 if getattr(value, "__doc__", None):
                     members[name] = None
-            elif not name.startswith("_"):
+            elif not name.startswith("_") and not _described_slot(name, value, docs):
                 members[name] = None
     return list(members)
+
+
+def _described_slot(name: str, value: object, docs: str) -> bool:
+    return isinstance(value, types.MemberDescriptorType) and bool(
+        re.search(rf":ivar (?:[^:\n]*\s)?{re.escape(name)}:", docs)
+    )
+
+
+def _visible_bases(bases: list[Any]) -> list[Any]:
+    """Public bases worth naming: private ones are replaced by their own bases."""
+    result: list[Any] = []
+    pending = list(bases)
+    while pending:
+        base = pending.pop(0)
+        if getattr(base, "__origin__", base) is typing.Generic:
+            continue  # says nothing a reader needs; the signature shows the types
+        if base.__name__.startswith("_"):
+            pending[:0] = list(base.__bases__)
+        elif base is not object and base not in result:
+            result.append(base)
+    return result
 
 
 def _directive_lines(module: str, name: str, obj: Any, package: str) -> list[str]:
     target = f"{module}.{name}"
     if isinstance(obj, type):
         kind = "autoexception" if issubclass(obj, BaseException) else "autoclass"
-        lines = [f".. {kind}:: {target}", "   :show-inheritance:"]
+        lines = [f".. {kind}:: {target}"]
+        if _visible_bases(list(getattr(obj, "__orig_bases__", obj.__bases__))):
+            lines.append("   :show-inheritance:")
         members = _public_members(obj, package)
         if members:
             lines += [f"   :members: {', '.join(members)}", "   :undoc-members:"]
@@ -125,9 +159,10 @@ class ApiReference(SphinxDirective):
             raise self.error(f"{module_name}.__all__ lists missing names: {missing}")
 
         # Which private module defines each name, in that module's source order.
+        files = _module_files(module)
         groups: dict[pathlib.Path, list[str]] = {}
         placed: set[str] = set()
-        for path in _module_files(module):
+        for path in files:
             self.env.note_dependency(str(path))
             for name in _definitions(path):
                 if name in exported and name not in placed:
@@ -136,15 +171,15 @@ class ApiReference(SphinxDirective):
         leftovers = [name for name in exported if name not in placed]
 
         def order(path: pathlib.Path) -> tuple[int, int, str]:
-            known = list(SECTIONS)
-            if path.stem in LAST:
-                return (2, 0, path.stem)
-            if path.stem in known:
-                return (0, known.index(path.stem), path.stem)
-            return (1, 0, path.stem)
+            known, dotted = list(SECTIONS), files[path]
+            if dotted in LAST:
+                return (2, 0, dotted)
+            if dotted in known:
+                return (0, known.index(dotted), dotted)
+            return (1, 0, dotted)
 
         lines = [f".. py:currentmodule:: {module_name}", ""]
-        sections = [(_title(p), groups[p]) for p in sorted(groups, key=order)]
+        sections = [(_title(p, files[p]), groups[p]) for p in sorted(groups, key=order)]
         if leftovers:
             sections.append(("Other names", leftovers))
         for title, names in sections:
@@ -201,24 +236,44 @@ class ExamplesIndex(SphinxDirective):
 
 
 def _public_bases(
-    app: Sphinx, name: str, obj: Any, options: Any, bases: list[type]
+    app: Sphinx, name: str, obj: Any, options: Any, bases: list[Any]
 ) -> None:
     """Show a private base (``_MutexBase``) as the public bases it stands for."""
-    result: list[type] = []
-    pending = list(bases)
-    while pending:
-        base = pending.pop(0)
-        if getattr(base, "__origin__", base) is typing.Generic:
-            continue  # says nothing a reader needs; the signature shows the types
-        if base.__name__.startswith("_"):
-            pending[:0] = list(base.__bases__)
-        elif base is not object and base not in result:
-            result.append(base)
-    bases[:] = result
+    bases[:] = _visible_bases(bases)
+
+
+def _init_signature(
+    app: Sphinx,
+    what: str,
+    name: str,
+    obj: Any,
+    options: Any,
+    signature: str | None,
+    return_annotation: str | None,
+) -> tuple[str, str | None] | None:
+    """Show ``__init__``'s parameters where a pass-through ``__new__`` hides them.
+
+    Protocols get no signature at all: they are types to annotate with, not to build.
+
+    ``Mutex`` overrides ``__new__(cls, *args, **kwargs)`` (``anyio.Lock.__new__``
+    returns a backend lock), and autodoc prefers ``__new__``'s signature.
+    """
+    if what not in ("class", "exception") or not isinstance(obj, type):
+        return None
+    if getattr(obj, "_is_protocol", False):
+        return "", None  # a Protocol (CachedFunction) is a type, never constructed
+    any_ = r"(: [~\w.]*Any)?"
+    if signature is None or not re.fullmatch(
+        rf"\(\*args{any_}, \*\*kwargs{any_}\)", signature
+    ):
+        return None
+    init = sphinx_signature(obj.__init__, bound_method=True)
+    return stringify_signature(init, show_return_annotation=False), return_annotation
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("api-reference", ApiReference)
     app.add_directive("examples-index", ExamplesIndex)
     app.connect("autodoc-process-bases", _public_bases)
+    app.connect("autodoc-process-signature", _init_signature)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
