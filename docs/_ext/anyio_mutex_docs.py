@@ -267,7 +267,7 @@ def _init_signature(
         rf"\(\*args{any_}, \*\*kwargs{any_}\)", signature
     ):
         return None
-    init = sphinx_signature(obj.__init__, bound_method=True)
+    init = sphinx_signature(typing.cast(Any, obj).__init__, bound_method=True)
     return stringify_signature(init, show_return_annotation=False), return_annotation
 
 
