@@ -45,3 +45,4 @@ autoclass_content = "class"
 html_theme = "furo"
 html_title = f"anyio_mutex {release}"
 html_show_sourcelink = False
+html_copy_source = False  # the pages carry TODO(lead) comments not meant to ship
