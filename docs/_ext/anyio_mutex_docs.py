@@ -271,9 +271,21 @@ def _init_signature(
     return stringify_signature(init, show_return_annotation=False), return_annotation
 
 
+def _follow_imported(app: Sphinx, modname: str, attribute: str) -> str | None:
+    """Point viewcode at the private module that defines a re-exported name."""
+    if not modname.startswith("anyio_mutex"):
+        return None
+    top = attribute.split(".")[0]
+    for path, dotted in _module_files(importlib.import_module(modname)).items():
+        if top in _definitions(path):
+            return dotted
+    return None
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("api-reference", ApiReference)
     app.add_directive("examples-index", ExamplesIndex)
     app.connect("autodoc-process-bases", _public_bases)
     app.connect("autodoc-process-signature", _init_signature)
+    app.connect("viewcode-follow-imported", _follow_imported)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
