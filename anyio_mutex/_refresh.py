@@ -13,15 +13,33 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, final
 
 import anyio.lowlevel
 
-from ._singleflight import SingleFlight
+from ._singleflight import SingleFlight, check_awaitable
 from ._validation import check_callable, check_label, check_seconds, check_timeout_ms
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 P = ParamSpec("P")
 
-_UNSET: Any = object()
-_MISS: Any = object()
+
+@final
+class _Sentinel:
+    """A named marker, shown by its name in signatures and reprs."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+    def __reduce__(self) -> str:
+        return self._name  # pickles as the module global of that name
+
+
+# "Not given: use the cache's own setting" in signatures (anyio_mutex.redis uses it).
+_UNSET: Any = _Sentinel("_UNSET")
+_MISS: Any = _Sentinel("_MISS")
 _NUMBER_TYPES = (float, int)
 
 
@@ -79,6 +97,17 @@ def _check_ttl(ttl_s: object, name: str = "ttl_s") -> float | None:
     return check_seconds(ttl_s, name, allow_none=True)
 
 
+def _check_factor(value: object, name: str, meaning: str) -> float:
+    """Validate a plain number that is not a duration (a fraction, a factor)."""
+    if type(value) is bool or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number ({meaning}), got {value!r}")
+    return float(value)
+
+
+async def _raising(exc: Exception) -> Any:
+    raise exc
+
+
 @final
 class RefreshCache(Generic[K, V]):
     """A TTL cache that fetches each key at most once per expiry, however many callers.
@@ -113,6 +142,7 @@ class RefreshCache(Generic[K, V]):
     """
 
     __slots__ = (
+        "__weakref__",
         "_checkpoint_on_hit",
         "_clock",
         "_data",
@@ -153,17 +183,17 @@ class RefreshCache(Generic[K, V]):
             raise TypeError(f"max_entries must be an int, got {max_entries!r}")
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries!r}")
-        jit = check_seconds(jitter, "jitter")
-        assert jit is not None
-        if jit >= 1:
+        jit = _check_factor(jitter, "jitter", "a fraction of ttl_s")
+        if not 0 <= jit < 1:  # NaN fails too
             raise ValueError(f"jitter must be in [0, 1), got {jitter!r}")
         if jit and ttl is None:
             raise ValueError(f"jitter={jitter!r} needs a ttl_s, got ttl_s=None")
-        beta = check_seconds(early_refresh, "early_refresh")
-        assert beta is not None
-        if math.isinf(beta):
-            raise ValueError(f"early_refresh must be finite, got {early_refresh!r}")
-        stale = check_seconds(stale_if_error_s, "stale_if_error_s")
+        beta = _check_factor(early_refresh, "early_refresh", "XFetch's beta")
+        if not 0 <= beta < math.inf:
+            raise ValueError(
+                f"early_refresh must be >= 0 and finite, got {early_refresh!r}"
+            )
+        stale = check_seconds(stale_if_error_s, "stale_if_error_s") or 0.0
         check_timeout_ms(timeout_ms)
         check_callable(clock, "clock")
         if not isinstance(label, str):
@@ -215,10 +245,12 @@ class RefreshCache(Generic[K, V]):
         :raises ValueError: if ``ttl_s`` or ``timeout_ms`` is negative or NaN
         """
         self._check_call(fetcher, ttl_s, timeout_ms, label)
+        if self._checkpoint_on_hit:
+            # First, as trio's primitives do: a cancelled caller changes nothing, and
+            # a miss whose fetcher never yields is a checkpoint all the same.
+            await anyio.lowlevel.checkpoint()
         value = self._hit(key)
         if value is not _MISS:
-            if self._checkpoint_on_hit:
-                await anyio.lowlevel.checkpoint()
             return value  # type: ignore[no-any-return]
         return await self._miss(key, fetcher, ttl_s, timeout_ms, label)
 
@@ -282,36 +314,48 @@ class RefreshCache(Generic[K, V]):
         if timeout_ms is _UNSET:
             timeout_ms = self._timeout_ms
         self._misses += 1
-        return await self._flight.do(
+        return await self._flight._do(
             key,
-            self._fetch,
-            key,
-            fetcher,
-            self._ttl_s if ttl_s is _UNSET else ttl_s,
-            timeout_ms=timeout_ms,
-            label=label,
+            self._start,
+            (key, fetcher, self._ttl_s if ttl_s is _UNSET else ttl_s),
+            timeout_ms,
+            label,
+            "fetch of",
         )
 
-    async def _fetch(
+    def _start(
         self, key: K, fetcher: Callable[[], Awaitable[V]], ttl_s: float | None
-    ) -> V:
+    ) -> Awaitable[V]:
+        # The flight's function, called by the leader before the flight is
+        # registered: a fetcher that returns no awaitable (a sync function) raises
+        # TypeError here and leaves nothing behind.
+        try:
+            pending = fetcher()
+        except Exception as exc:  # failed before its first await: a fetch error
+            return self._fetch(key, _raising(exc), ttl_s)
+        check_awaitable(pending, fetcher, "fetcher")
+        return self._fetch(key, pending, ttl_s)
+
+    async def _fetch(self, key: K, pending: Awaitable[V], ttl_s: float | None) -> V:
         # Runs in the leader's task, once per flight.
         token = self._tokens[key] = object()
         clock = self._clock
         start = clock()
         self._fetches += 1
         try:
-            value = await fetcher()
+            value = await pending
         except Exception:
             self._fetch_errors += 1
-            stale = self._data.get(key)
-            if (
-                self._stale_if_error
-                and stale is not None
-                and clock() < stale.expires + self._stale_if_error
-            ):
-                self._stale_served += 1
-                return stale.value  # type: ignore[no-any-return]
+            old = self._data.get(key)
+            if old is not None:
+                now = clock()
+                if now < old.expires:
+                    # An early (XFetch) refresh failed: the value is still fresh, so
+                    # the caller gets it; the error is not kept.
+                    return old.value  # type: ignore[no-any-return]
+                if now < old.expires + self._stale_if_error:
+                    self._stale_served += 1
+                    return old.value  # type: ignore[no-any-return]
             raise
         finally:
             current = self._tokens.get(key) is token
@@ -353,8 +397,7 @@ class RefreshCache(Generic[K, V]):
         """Drop every entry; fetches running now finish but are not stored."""
         self._data.clear()
         self._tokens.clear()
-        for key in list(self._flight._calls):
-            self._flight.forget(key)
+        self._flight.forget_all()
 
     def __len__(self) -> int:
         """The number of stored entries (expired ones count until evicted)."""
