@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import itertools
 import math
 import random
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, final
+from typing import (
+    Any,
+    Concatenate,
+    Generic,
+    NoReturn,
+    ParamSpec,
+    TypeVar,
+    cast,
+    final,
+    overload,
+)
 
 import anyio.lowlevel
 
@@ -19,6 +32,8 @@ from ._validation import check_callable, check_label, check_seconds, check_timeo
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 P = ParamSpec("P")
+P2 = ParamSpec("P2")
+S = TypeVar("S")
 
 
 @final
@@ -466,36 +481,303 @@ async def get_or_refresh(
 
 
 _FAST_KEY_TYPES = frozenset({int, str})
-_KWARGS_MARK = object()  # keeps f(a, b) and f(a, x=...) from ever sharing a key
+_ABSENT: Any = _Sentinel("_ABSENT")  # an argument not given in this call
+_REQUIRED: Any = _Sentinel("_REQUIRED")  # a parameter without a default
+_POSITIONAL = (
+    inspect.Parameter.POSITIONAL_ONLY,
+    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+)
+_instance_tokens = itertools.count()
 
 
-def _make_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
-    if kwargs:
-        return (args, _KWARGS_MARK, tuple(sorted(kwargs.items())))
-    if len(args) == 1 and type(args[0]) in _FAST_KEY_TYPES:
-        return args[0]  # type: ignore[no-any-return]  # as functools.lru_cache does
-    return args
+@final
+class _KeyMaker:
+    """Turn a call's arguments into one key, whatever way they were passed.
 
-
-class CachedFunction(Protocol[P, V]):
-    """The type of an async function wrapped by :func:`cached`.
-
-    Call it as the original. ``fn.cache`` is the :class:`RefreshCache` holding its
-    results and ``fn.invalidate(*args, **kwargs)`` drops the result for those
-    arguments.
+    Built once per decorated function from its signature. ``f(5)``, ``f(item_id=5)``
+    and ``f(5, view="full")`` (when ``"full"`` is the default) give the same key: the
+    values of every parameter in order, defaults filled in, then any extra ``*args``
+    and sorted extra ``**kwargs``. A call passing exactly the positional parameters
+    takes a shortcut (``arity``) that yields the same key without any of this work.
     """
 
-    cache: RefreshCache[Any, V]
+    __slots__ = (
+        "arity",
+        "by_name",
+        "defaults",
+        "n_positional",
+        "signature",
+        "single",
+        "var_keyword",
+        "var_positional",
+    )
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[V]:
+    def __init__(self, signature: inspect.Signature) -> None:
+        params = list(signature.parameters.values())
+        kinds = {p.kind for p in params}
+        named = [p for p in params if p.kind in _POSITIONAL]
+        self.n_positional = len(named)
+        named += [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        self.signature = signature
+        self.var_positional = inspect.Parameter.VAR_POSITIONAL in kinds
+        self.var_keyword = inspect.Parameter.VAR_KEYWORD in kinds
+        self.by_name = {
+            p.name: i
+            for i, p in enumerate(named)
+            if p.kind is not inspect.Parameter.POSITIONAL_ONLY
+        }
+        self.defaults = [
+            _REQUIRED if p.default is p.empty else _hashable_default(p) for p in named
+        ]
+        simple = kinds <= set(_POSITIONAL)
+        # A call with exactly `arity` positional arguments needs no normalising.
+        self.arity = self.n_positional if simple else -1
+        self.single = simple and self.n_positional == 1
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+        n_positional = self.n_positional
+        if len(args) > n_positional and not self.var_positional:
+            self._fail(args, kwargs)
+        values = list(args[:n_positional])
+        values += [_ABSENT] * (len(self.defaults) - len(values))
+        extra: list[tuple[str, Any]] = []
+        for name, value in kwargs.items():
+            i = self.by_name.get(name)
+            if i is None:
+                if not self.var_keyword:
+                    self._fail(args, kwargs)
+                extra.append((name, value))
+            elif values[i] is not _ABSENT:
+                self._fail(args, kwargs)
+            else:
+                values[i] = value
+        for i, value in enumerate(values):
+            if value is _ABSENT:
+                value = values[i] = self.defaults[i]
+                if value is _REQUIRED:
+                    self._fail(args, kwargs)
+        if self.single and type(values[0]) in _FAST_KEY_TYPES:
+            return values[0]  # type: ignore[no-any-return]  # as the shortcut does
+        if self.var_positional:
+            values.append(args[n_positional:])
+        if self.var_keyword:
+            values.append(tuple(sorted(extra)))
+        return tuple(values)
+
+    def _fail(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NoReturn:
+        self.signature.bind(*args, **kwargs)  # raises Python's own TypeError
+        raise TypeError(f"arguments {args!r}, {kwargs!r} do not match {self.signature}")
+
+
+def _hashable_default(param: inspect.Parameter) -> Any:
+    try:
+        hash(param.default)
+    except TypeError:  # a mutable default: stands for "not given" in keys
+        return _Sentinel(f"<default of {param.name}>")
+    return param.default
+
+
+def _check_async_function(fn: object) -> None:
+    """Reject a function that is surely not async; others are checked by result."""
+    check_callable(fn, "fn")
+    if inspect.iscoroutinefunction(fn):
+        return
+    if not (
+        inspect.isfunction(fn)
+        or inspect.ismethod(fn)
+        or isinstance(fn, functools.partial)
+    ):
+        return  # a callable object: its results are checked when it is called
+    if not inspect.isasyncgenfunction(fn) and inspect.iscoroutinefunction(
+        inspect.unwrap(fn)  # a sync wrapper of an async function (functools.wraps)
+    ):
+        return
+    raise TypeError(
+        f"@cached needs an async function, but {fn!r} is not one: define it with "
+        "'async def'"
+    )
+
+
+@final
+class CachedFunction(Generic[P, V]):
+    """An async function wrapped by :func:`cached`: call it as the original.
+
+    Concurrent calls with the same arguments share one execution, and later calls
+    return the stored result until it expires. ``f.cache`` is the
+    :class:`RefreshCache` holding the results and ``f.invalidate(*args, **kwargs)``
+    drops the result for those arguments.
+
+    Keys are normalised over the function's signature when it is decorated:
+    ``f(5)``, ``f(item_id=5)`` and a call that spells out a default value are the same
+    key, for calls and for :meth:`invalidate` alike.
+
+    On a method, ``obj.method`` is bound per instance: it caches per instance, and
+    ``obj.method.invalidate(3)`` drops ``obj.method(3)``. All instances share one
+    :class:`RefreshCache` (so ``max_entries`` bounds them together), keyed on a
+    token per instance rather than on the instance: the cache never keeps an
+    instance alive, and the entries of a collected instance are never hit again and
+    leave with LRU eviction. Instances must be weak-referenceable.
+    """
+
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_cache",
+        "_checkpoint",
+        "_fn",
+        "_hit",
+        "_instance",
+        "_keys",
+        "_method_keys",
+        "_name",
+        "_registry",
+        "_token",
+    )
+
+    _cache: RefreshCache[Any, V]
+    _checkpoint: bool
+    _fn: Callable[..., Awaitable[V]]
+    _hit: Callable[[Hashable], Any]
+    _instance: object
+    _keys: _KeyMaker
+    _method_keys: _KeyMaker | None
+    _name: str
+    _registry: dict[int, tuple[weakref.ref[Any], int]]
+    _token: int | None
+
+    def __init__(
+        self,
+        fn: Callable[P, Awaitable[V]],
+        cache: RefreshCache[Any, V],
+        *,
+        checkpoint_on_hit: bool = False,
+    ) -> None:
+        _check_async_function(fn)
+        self._fn = fn
+        self._cache = cache
+        self._hit = cache._hit
+        self._checkpoint = checkpoint_on_hit
+        self._keys = _KeyMaker(inspect.signature(fn))
+        self._method_keys = None  # built on first binding to an instance
+        self._name = getattr(fn, "__qualname__", repr(fn))
+        self._registry = {}
+        self._instance = None
+        self._token = None
+        functools.update_wrapper(self, fn)
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> V:
         """Return the cached result for these arguments, or compute it once."""
-        ...
+        keys = self._keys
+        if kwargs or len(args) != keys.arity:
+            key = keys(args, kwargs)
+        elif keys.single:
+            key = args[0]
+            if type(key) not in _FAST_KEY_TYPES:
+                key = args
+        else:
+            key = args
+        token = self._token
+        if token is not None:
+            key = (token, key)
+        if self._checkpoint:
+            await anyio.lowlevel.checkpoint()
+        value = self._hit(key)
+        if value is not _MISS:
+            return value  # type: ignore[no-any-return]
+        if token is None:
+            fetch = functools.partial(self._fn, *args, **kwargs)
+        else:
+            fetch = functools.partial(self._fn, self._instance, *args, **kwargs)
+        return await self._cache._miss(key, fetch, _UNSET, _UNSET, None)
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
-        """Drop the cached result for these arguments."""
-        ...
+        """Drop the cached result for these arguments (normalised as calls are).
+
+        :return: whether a result was stored for them
+        """
+        key = self._keys(args, kwargs)
+        if self._token is not None:
+            key = (self._token, key)
+        return self._cache.invalidate(key)
+
+    @property
+    def cache(self) -> RefreshCache[Any, V]:
+        """The :class:`RefreshCache` holding the results."""
+        return self._cache
+
+    @overload
+    def __get__(
+        self, instance: None, owner: type[Any] | None = None
+    ) -> CachedFunction[P, V]: ...
+
+    @overload
+    def __get__(
+        self: CachedFunction[Concatenate[S, P2], V],
+        instance: S,
+        owner: type[Any] | None = None,
+    ) -> CachedFunction[P2, V]: ...
+
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any:
+        """Bind to ``instance`` when looked up as a method (one cache per instance)."""
+        if instance is None or self._token is not None:
+            return self
+        registry = self._registry
+        ident = id(instance)
+        entry = registry.get(ident)
+        if entry is None or entry[0]() is not instance:
+            try:
+                ref = weakref.ref(instance, functools.partial(_forget, registry, ident))
+            except TypeError:
+                raise TypeError(
+                    f"@cached method {self._name} needs instances that can be weakly "
+                    f"referenced; add '__weakref__' to the __slots__ of "
+                    f"{type(instance).__qualname__}"
+                ) from None
+            entry = registry[ident] = (ref, next(_instance_tokens))
+        keys = self._method_keys
+        if keys is None:
+            params = list(self._keys.signature.parameters.values())[1:]
+            keys = self._method_keys = _KeyMaker(inspect.Signature(params))
+        bound: CachedFunction[Any, V] = object.__new__(CachedFunction)
+        bound.__dict__ = self.__dict__  # __name__, __doc__, __wrapped__, ... shared
+        bound._fn = self._fn
+        bound._cache = self._cache
+        bound._hit = self._hit
+        bound._checkpoint = self._checkpoint
+        bound._keys = keys
+        bound._method_keys = None
+        bound._name = self._name
+        bound._registry = self._registry
+        bound._instance = (
+            instance  # held by the bound form only, as a bound method does
+        )
+        bound._token = entry[1]
+        return bound
+
+    def __reduce__(self) -> Any:
+        if self._token is not None:
+            return getattr, (self._instance, self._name.rpartition(".")[2])
+        return self._name  # pickled by reference, as the function it wraps
+
+    def __repr__(self) -> str:
+        if self._token is not None:
+            return f"<bound cached function {self._name} of {self._instance!r}>"
+        return f"<cached function {self._name}>"
 
 
+def _forget(
+    registry: dict[int, tuple[weakref.ref[Any], int]], ident: int, ref: weakref.ref[Any]
+) -> None:
+    entry = registry.get(ident)
+    if entry is not None and entry[0] is ref:
+        del registry[ident]
+
+
+@overload
+def cached(fn: Callable[P, Awaitable[V]], /) -> CachedFunction[P, V]: ...
+
+
+@overload
 def cached(
     *,
     ttl_s: float | None = 60.0,
@@ -506,48 +788,51 @@ def cached(
     timeout_ms: float | None = 5000,
     clock: Callable[[], float] = time.monotonic,
     label: str | None = None,
-) -> Callable[[Callable[P, Awaitable[V]]], CachedFunction[P, V]]:
+    checkpoint_on_hit: bool = False,
+) -> Callable[[Callable[P, Awaitable[V]]], CachedFunction[P, V]]: ...
+
+
+def cached(fn: Any = None, /, **options: Any) -> Any:
     """Cache an async function's results per arguments, with one call per expiry.
 
     ``@cached(ttl_s=30)`` on ``async def load(user_id): ...`` makes concurrent
     ``await load(7)`` calls share one execution, and later calls within 30 s return the
-    stored result. The arguments must be hashable; the options are those of
-    :class:`RefreshCache`, which is available as ``load.cache``.
+    stored result. ``@cached`` and ``@cached()`` use the defaults. The options are
+    exactly those of :class:`RefreshCache` (its signature is the source of this
+    one's), which is available as ``load.cache``; ``label`` defaults to the
+    function's qualified name. The arguments must be hashable. See
+    :class:`CachedFunction` for keys and methods.
+
+    :raises TypeError: if the function is not async (``def`` instead of ``async
+        def``), or an option is of the wrong type
+    :raises ValueError: if an option is out of range
     """
+    label = options.pop("label", None)
     check_label(label)
-    options: dict[str, Any] = {
-        "ttl_s": ttl_s,
-        "max_entries": max_entries,
-        "jitter": jitter,
-        "early_refresh": early_refresh,
-        "stale_if_error_s": stale_if_error_s,
-        "timeout_ms": timeout_ms,
-        "clock": clock,
-    }
+    if fn is not None and not callable(fn):
+        raise TypeError(
+            f"cached() takes its options by keyword, as cached(ttl_s=...), got {fn!r}"
+        )
     RefreshCache(**options)  # validate when cached(...) is called, not at first use
+    checkpoint_on_hit = options.get("checkpoint_on_hit", False)
 
     def decorate(fn: Callable[P, Awaitable[V]]) -> CachedFunction[P, V]:
-        check_callable(fn, "fn")
+        _check_async_function(fn)
         name = label if label is not None else getattr(fn, "__qualname__", "cached")
         cache: RefreshCache[Any, V] = RefreshCache(**options, label=name)
-        hit = cache._hit
+        return CachedFunction(fn, cache, checkpoint_on_hit=checkpoint_on_hit)
 
-        # A plain function, not an object with __call__: that is ~100 ns per hit.
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> V:
-            key = _make_key(args, kwargs)
-            value = hit(key)
-            if value is not _MISS:
-                return value  # type: ignore[no-any-return]
-            return await cache._miss(
-                key, lambda: fn(*args, **kwargs), _UNSET, _UNSET, None
-            )
+    return decorate if fn is None else decorate(fn)
 
-        def invalidate(*args: P.args, **kwargs: P.kwargs) -> bool:
-            return cache.invalidate(_make_key(args, kwargs))
 
-        wrapper.cache = cache  # type: ignore[attr-defined]
-        wrapper.invalidate = invalidate  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
+def _cached_signature() -> inspect.Signature:
+    """``cached``'s runtime signature, derived from ``RefreshCache``'s."""
+    options = [
+        param.replace(default=None) if name == "label" else param
+        for name, param in inspect.signature(RefreshCache).parameters.items()
+    ]
+    fn = inspect.Parameter("fn", inspect.Parameter.POSITIONAL_ONLY, default=None)
+    return inspect.Signature([fn, *options])
 
-    return decorate
+
+cached.__signature__ = _cached_signature()  # type: ignore[attr-defined]
