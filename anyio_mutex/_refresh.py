@@ -634,6 +634,10 @@ class CachedFunction(Generic[P, V]):
         "_token",
     )
 
+    # Set by functools.update_wrapper, as on the function it wraps.
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[..., Awaitable[V]]
     _cache: RefreshCache[Any, V]
     _checkpoint: bool
     _fn: Callable[..., Awaitable[V]]

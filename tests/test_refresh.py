@@ -348,7 +348,7 @@ async def test_memory_stays_bounded_after_100000_keys_with_cancellations() -> No
             with anyio.CancelScope() as scope:
                 if cancel[i]:
                     scope.cancel()  # lands inside the fetch, at its checkpoint
-                await cache.get_or_refresh(i, lambda i=i: fetch_value(i))
+                await cache.get_or_refresh(i, functools.partial(fetch_value, i))
 
     with anyio.fail_after(120):
         async with anyio.create_task_group() as tg:

@@ -176,7 +176,7 @@ async def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="fn must be callable, got 5"):
         await flight.do("k", 5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="timeout_ms must be >= 0"):
-        await flight.do("k", anyio.sleep, 0, timeout_ms=-1)
+        await flight.do("k", anyio.sleep, 0, timeout_ms=-1)  # type: ignore[arg-type]
     assert len(flight) == 0
     with pytest.raises(TypeError, match="label must be a str"):
         SingleFlight(3)  # type: ignore[arg-type]
