@@ -16,7 +16,6 @@ from typing import (
     Any,
     Concatenate,
     Generic,
-    NoReturn,
     ParamSpec,
     TypeVar,
     cast,
@@ -481,8 +480,6 @@ async def get_or_refresh(
 
 
 _FAST_KEY_TYPES = frozenset({int, str})
-_ABSENT: Any = _Sentinel("_ABSENT")  # an argument not given in this call
-_REQUIRED: Any = _Sentinel("_REQUIRED")  # a parameter without a default
 _POSITIONAL = (
     inspect.Parameter.POSITIONAL_ONLY,
     inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -496,77 +493,56 @@ class _KeyMaker:
 
     Built once per decorated function from its signature. ``f(5)``, ``f(item_id=5)``
     and ``f(5, view="full")`` (when ``"full"`` is the default) give the same key: the
-    values of every parameter in order, defaults filled in, then any extra ``*args``
-    and sorted extra ``**kwargs``. A call passing exactly the positional parameters
-    takes a shortcut (``arity``) that yields the same key without any of this work.
+    values of every parameter in order, defaults filled in, extra ``*args`` as a
+    tuple and extra ``**kwargs`` sorted. ``key`` is a function generated with the
+    same parameters, so Python's own argument binding does the work (and raises the
+    same ``TypeError`` as the function would, before any state changes). A call
+    passing exactly the positional parameters gives ``args`` itself as the key (or
+    ``args[0]`` for one int or str, as functools.lru_cache does): ``arity`` lets
+    callers take that shortcut without calling ``key``.
     """
 
-    __slots__ = (
-        "arity",
-        "by_name",
-        "defaults",
-        "n_positional",
-        "signature",
-        "single",
-        "var_keyword",
-        "var_positional",
-    )
+    __slots__ = ("arity", "key", "signature", "single")
 
-    def __init__(self, signature: inspect.Signature) -> None:
+    def __init__(self, signature: inspect.Signature, name: str) -> None:
         params = list(signature.parameters.values())
-        kinds = {p.kind for p in params}
-        named = [p for p in params if p.kind in _POSITIONAL]
-        self.n_positional = len(named)
-        named += [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
-        self.signature = signature
-        self.var_positional = inspect.Parameter.VAR_POSITIONAL in kinds
-        self.var_keyword = inspect.Parameter.VAR_KEYWORD in kinds
-        self.by_name = {
-            p.name: i
-            for i, p in enumerate(named)
-            if p.kind is not inspect.Parameter.POSITIONAL_ONLY
+        names = [p.name for p in params]
+        if not name.isidentifier():
+            name = "cached_function"
+        prefix = "_am_"  # helper names that no parameter shadows
+        while any(n.startswith(prefix) for n in [*names, name]):
+            prefix = "_" + prefix
+        namespace: dict[str, Any] = {
+            f"{prefix}fast": _FAST_KEY_TYPES,
+            f"{prefix}sorted": sorted,
+            f"{prefix}tuple": tuple,
+            f"{prefix}type": type,
         }
-        self.defaults = [
-            _REQUIRED if p.default is p.empty else _hashable_default(p) for p in named
-        ]
-        simple = kinds <= set(_POSITIONAL)
-        # A call with exactly `arity` positional arguments needs no normalising.
-        self.arity = self.n_positional if simple else -1
-        self.single = simple and self.n_positional == 1
-
-    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
-        n_positional = self.n_positional
-        if len(args) > n_positional and not self.var_positional:
-            self._fail(args, kwargs)
-        values = list(args[:n_positional])
-        values += [_ABSENT] * (len(self.defaults) - len(values))
-        extra: list[tuple[str, Any]] = []
-        for name, value in kwargs.items():
-            i = self.by_name.get(name)
-            if i is None:
-                if not self.var_keyword:
-                    self._fail(args, kwargs)
-                extra.append((name, value))
-            elif values[i] is not _ABSENT:
-                self._fail(args, kwargs)
+        spelled = []
+        elements = []
+        for i, param in enumerate(params):
+            if param.default is not param.empty:
+                default = f"{prefix}d{i}"
+                namespace[default] = _hashable_default(param)
+                param = param.replace(default=_Sentinel(default))
+            spelled.append(param.replace(annotation=param.empty))
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                elements.append(f"{prefix}tuple({prefix}sorted({param.name}.items()))")
             else:
-                values[i] = value
-        for i, value in enumerate(values):
-            if value is _ABSENT:
-                value = values[i] = self.defaults[i]
-                if value is _REQUIRED:
-                    self._fail(args, kwargs)
-        if self.single and type(values[0]) in _FAST_KEY_TYPES:
-            return values[0]  # type: ignore[no-any-return]  # as the shortcut does
-        if self.var_positional:
-            values.append(args[n_positional:])
-        if self.var_keyword:
-            values.append(tuple(sorted(extra)))
-        return tuple(values)
-
-    def _fail(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NoReturn:
-        self.signature.bind(*args, **kwargs)  # raises Python's own TypeError
-        raise TypeError(f"arguments {args!r}, {kwargs!r} do not match {self.signature}")
+                elements.append(param.name)
+        kinds = {p.kind for p in params}
+        simple = kinds <= set(_POSITIONAL)
+        self.single = simple and len(params) == 1
+        self.arity = len(params) if simple else -1
+        if self.single:
+            (x,) = names
+            body = f"{x} if {prefix}type({x}) in {prefix}fast else ({x},)"
+        else:
+            body = "(" + "".join(f"{e}, " for e in elements) + ")"
+        source = f"def {name}{inspect.Signature(spelled)}:\n    return {body}\n"
+        exec(source, namespace)  # built from a signature, not user text
+        self.key: Callable[..., Hashable] = namespace[name]
+        self.signature = signature
 
 
 def _hashable_default(param: inspect.Parameter) -> Any:
@@ -622,6 +598,8 @@ class CachedFunction(Generic[P, V]):
     __slots__ = (
         "__dict__",
         "__weakref__",
+        "_arity",
+        "_base",
         "_cache",
         "_checkpoint",
         "_fn",
@@ -631,6 +609,7 @@ class CachedFunction(Generic[P, V]):
         "_method_keys",
         "_name",
         "_registry",
+        "_single",
         "_token",
     )
 
@@ -638,6 +617,8 @@ class CachedFunction(Generic[P, V]):
     __name__: str
     __qualname__: str
     __wrapped__: Callable[..., Awaitable[V]]
+    _arity: int
+    _base: CachedFunction[..., V]  # of a bound form: the function it was bound from
     _cache: RefreshCache[Any, V]
     _checkpoint: bool
     _fn: Callable[..., Awaitable[V]]
@@ -647,6 +628,7 @@ class CachedFunction(Generic[P, V]):
     _method_keys: _KeyMaker | None
     _name: str
     _registry: dict[int, tuple[weakref.ref[Any], int]]
+    _single: bool
     _token: int | None
 
     def __init__(
@@ -661,7 +643,10 @@ class CachedFunction(Generic[P, V]):
         self._cache = cache
         self._hit = cache._hit
         self._checkpoint = checkpoint_on_hit
-        self._keys = _KeyMaker(inspect.signature(fn))
+        name = getattr(fn, "__name__", "")
+        self._keys = keys = _KeyMaker(inspect.signature(fn), name)
+        self._arity = -1 if checkpoint_on_hit else keys.arity
+        self._single = keys.single
         self._method_keys = None  # built on first binding to an instance
         self._name = getattr(fn, "__qualname__", repr(fn))
         self._registry = {}
@@ -671,43 +656,57 @@ class CachedFunction(Generic[P, V]):
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> V:
         """Return the cached result for these arguments, or compute it once."""
-        keys = self._keys
-        if kwargs or len(args) != keys.arity:
-            key = keys(args, kwargs)
-        elif keys.single:
+        # The shortcut: a plain function called with exactly its positional
+        # parameters (``_arity`` is -1 for bound forms and checkpoint_on_hit).
+        if kwargs or len(args) != self._arity:
+            return await self._call(args, kwargs)
+        if self._single:
             key = args[0]
             if type(key) not in _FAST_KEY_TYPES:
                 key = args
         else:
             key = args
-        token = self._token
-        if token is not None:
-            key = (token, key)
-        if self._checkpoint:
-            await anyio.lowlevel.checkpoint()
         value = self._hit(key)
         if value is not _MISS:
             return value  # type: ignore[no-any-return]
-        if token is None:
-            fetch = functools.partial(self._fn, *args, **kwargs)
-        else:
-            fetch = functools.partial(self._fn, self._instance, *args, **kwargs)
+        fetch = functools.partial(self._fn, *args)
         return await self._cache._miss(key, fetch, _UNSET, _UNSET, None)
+
+    async def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> V:
+        base, key = self._key(args, kwargs)
+        if base is not self:
+            args = (self._instance, *args)
+        if base._checkpoint:
+            await anyio.lowlevel.checkpoint()
+        value = base._hit(key)
+        if value is not _MISS:
+            return value  # type: ignore[no-any-return]
+        fetch = functools.partial(base._fn, *args, **kwargs)
+        return await base._cache._miss(key, fetch, _UNSET, _UNSET, None)
+
+    def _key(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[CachedFunction[..., V], Hashable]:
+        """Return the unbound function (which holds the state) and the key."""
+        token = self._token
+        if token is None:
+            return self, self._keys.key(*args, **kwargs)
+        base = self._base
+        assert base._method_keys is not None
+        return base, (token, base._method_keys.key(*args, **kwargs))
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Drop the cached result for these arguments (normalised as calls are).
 
         :return: whether a result was stored for them
         """
-        key = self._keys(args, kwargs)
-        if self._token is not None:
-            key = (self._token, key)
-        return self._cache.invalidate(key)
+        base, key = self._key(args, kwargs)
+        return base._cache.invalidate(key)
 
     @property
     def cache(self) -> RefreshCache[Any, V]:
         """The :class:`RefreshCache` holding the results."""
-        return self._cache
+        return (self if self._token is None else self._base)._cache
 
     @overload
     def __get__(
@@ -741,31 +740,26 @@ class CachedFunction(Generic[P, V]):
         keys = self._method_keys
         if keys is None:
             params = list(self._keys.signature.parameters.values())[1:]
-            keys = self._method_keys = _KeyMaker(inspect.Signature(params))
+            name = self._name.rpartition(".")[2]
+            keys = self._method_keys = _KeyMaker(inspect.Signature(params), name)
+        # The bound form is small; the state stays on self (its _base).
         bound: CachedFunction[Any, V] = object.__new__(CachedFunction)
         bound.__dict__ = self.__dict__  # __name__, __doc__, __wrapped__, ... shared
-        bound._fn = self._fn
-        bound._cache = self._cache
-        bound._hit = self._hit
-        bound._checkpoint = self._checkpoint
-        bound._keys = keys
-        bound._method_keys = None
-        bound._name = self._name
-        bound._registry = self._registry
-        bound._instance = (
-            instance  # held by the bound form only, as a bound method does
-        )
+        bound._arity = -1  # always the general path: it adds the instance's token
+        bound._base = cast("CachedFunction[..., V]", self)
+        bound._instance = instance  # held by the bound form only, as a bound method is
         bound._token = entry[1]
         return bound
 
     def __reduce__(self) -> Any:
         if self._token is not None:
-            return getattr, (self._instance, self._name.rpartition(".")[2])
+            return getattr, (self._instance, self._base._name.rpartition(".")[2])
         return self._name  # pickled by reference, as the function it wraps
 
     def __repr__(self) -> str:
         if self._token is not None:
-            return f"<bound cached function {self._name} of {self._instance!r}>"
+            name = self._base._name
+            return f"<bound cached function {name} of {self._instance!r}>"
         return f"<cached function {self._name}>"
 
 
