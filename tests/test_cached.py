@@ -341,3 +341,15 @@ async def test_concurrent_calls_with_either_spelling_share_one_execution() -> No
             gate.set()
     assert calls == 1
     assert results == [7] * 10
+
+
+async def test_parameters_named_like_builtins_or_helpers_still_key_correctly() -> None:
+    @cached
+    async def load(
+        sorted: int, type: str = "t", _am_fast: int = 0, **tuple: int
+    ) -> str:
+        return f"{sorted}{type}{_am_fast}{tuple}"
+
+    assert await load(1, z=2) == "1t0{'z': 2}"
+    assert await load(sorted=1, type="t", z=2) == "1t0{'z': 2}"
+    assert len(load.cache) == 1
