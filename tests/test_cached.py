@@ -353,3 +353,19 @@ async def test_parameters_named_like_builtins_or_helpers_still_key_correctly() -
     assert await load(1, z=2) == "1t0{'z': 2}"
     assert await load(sorted=1, type="t", z=2) == "1t0{'z': 2}"
     assert len(load.cache) == 1
+
+
+@pytest.mark.parametrize("early_refresh", [0.0, 1.0])
+async def test_decorator_hits_count_and_refresh_lru_order(early_refresh: float) -> None:
+    # The decorator's hit shortcut must keep RefreshCache's bookkeeping exactly.
+    @cached(max_entries=2, early_refresh=early_refresh)
+    async def load(x: int) -> int:
+        return x
+
+    for x in (1, 2, 1, 3):
+        assert await load(x) == x
+    assert 1 in load.cache
+    assert 2 not in load.cache  # least recently used: 1 was bumped by its hit
+    assert 3 in load.cache
+    stats = load.cache.statistics()
+    assert (stats.hits, stats.misses, stats.evictions) == (1, 3, 1)
