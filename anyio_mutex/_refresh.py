@@ -640,13 +640,17 @@ class CachedFunction(Generic[P, V]):
     _touch: Callable[[Any], None]
 
     def __init__(
-        self,
-        fn: Callable[P, Awaitable[V]],
-        cache: RefreshCache[Any, V],
-        *,
-        checkpoint_on_hit: bool = False,
+        self, fn: Callable[P, Awaitable[V]], cache: RefreshCache[Any, V]
     ) -> None:
+        """Wrap ``fn`` to cache its results in ``cache`` (:func:`cached` does this).
+
+        :raises TypeError: if ``fn`` is not an async function, or ``cache`` is not
+            a :class:`RefreshCache`
+        """
         _check_async_function(fn)
+        if not isinstance(cache, RefreshCache):
+            raise TypeError(f"cache must be a RefreshCache, got {cache!r}")
+        checkpoint_on_hit = cache._checkpoint_on_hit
         self._fn = fn
         self._cache = cache
         self._hit = cache._hit
@@ -831,13 +835,12 @@ def cached(fn: Any = None, /, **options: Any) -> Any:
             f"cached() takes its options by keyword, as cached(ttl_s=...), got {fn!r}"
         )
     RefreshCache(**options)  # validate when cached(...) is called, not at first use
-    checkpoint_on_hit = options.get("checkpoint_on_hit", False)
 
     def decorate(fn: Callable[P, Awaitable[V]]) -> CachedFunction[P, V]:
         _check_async_function(fn)
         name = label if label is not None else getattr(fn, "__qualname__", "cached")
         cache: RefreshCache[Any, V] = RefreshCache(**options, label=name)
-        return CachedFunction(fn, cache, checkpoint_on_hit=checkpoint_on_hit)
+        return CachedFunction(fn, cache)
 
     return decorate if fn is None else decorate(fn)
 

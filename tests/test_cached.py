@@ -369,3 +369,17 @@ async def test_decorator_hits_count_and_refresh_lru_order(early_refresh: float) 
     assert 3 in load.cache
     stats = load.cache.statistics()
     assert (stats.hits, stats.misses, stats.evictions) == (1, 3, 1)
+
+
+async def test_constructed_directly_it_follows_its_caches_settings() -> None:
+    async def load(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match="cache must be a RefreshCache, got 5"):
+        CachedFunction(load, 5)  # type: ignore[arg-type]
+    fn = CachedFunction(load, RefreshCache(checkpoint_on_hit=True))
+    assert await fn(1) == 1
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await fn(1)
+    assert scope.cancelled_caught
