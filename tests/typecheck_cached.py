@@ -46,6 +46,8 @@ async def user_code(repo: Repo) -> None:
     assert_type(await called(3, view="x"), str)
     assert_type(await options(item_id=3), bytes)
     assert_type(bare.invalidate(3), bool)
+    assert_type(bare.__name__, str)
+    assert_type(repo.get.cache, RefreshCache[Any, dict[str, int]])
     assert_type(bare.cache, RefreshCache[Any, str])
     assert_type(await repo.get(3), dict[str, int])
     assert_type(await repo.bare("x"), int)
