@@ -545,6 +545,18 @@ class _KeyMaker:
         self.signature = signature
 
 
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read: key on the raw call
+        return inspect.Signature(
+            [
+                inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+                inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
+            ]
+        )
+
+
 def _hashable_default(param: inspect.Parameter) -> Any:
     try:
         hash(param.default)
@@ -660,7 +672,7 @@ class CachedFunction(Generic[P, V]):
         self._touch = cache._data.move_to_end
         self._checkpoint = checkpoint_on_hit
         name = getattr(fn, "__name__", "")
-        self._keys = keys = _KeyMaker(inspect.signature(fn), name)
+        self._keys = keys = _KeyMaker(_signature(fn), name)
         self._arity = -1 if checkpoint_on_hit else keys.arity
         self._single = keys.single
         self._method_keys = None  # built on first binding to an instance
@@ -762,7 +774,9 @@ class CachedFunction(Generic[P, V]):
             entry = registry[ident] = (ref, next(_instance_tokens))
         keys = self._method_keys
         if keys is None:
-            params = list(self._keys.signature.parameters.values())[1:]
+            params = list(self._keys.signature.parameters.values())
+            if params and params[0].kind in _POSITIONAL:
+                del params[0]  # self; with (*args), self is the first of args
             name = self._name.rpartition(".")[2]
             keys = self._method_keys = _KeyMaker(inspect.Signature(params), name)
         # The bound form is small; the state stays on self (its _base).

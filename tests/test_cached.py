@@ -383,3 +383,26 @@ async def test_constructed_directly_it_follows_its_caches_settings() -> None:
         scope.cancel()
         await fn(1)
     assert scope.cancelled_caught
+
+
+async def test_a_method_taking_only_star_args_keys_on_its_arguments() -> None:
+    class Store:
+        @cached
+        async def get(*args: Any) -> int:
+            return len(args)
+
+    store: Any = Store()  # type checkers cannot bind a (*args) method
+    assert await store.get(1, 2) == 3  # self is the first of args
+    assert store.get.invalidate(1, 2) is True
+
+
+async def test_a_callable_without_a_signature_keys_on_the_raw_call() -> None:
+    class Opaque:
+        __signature__ = "not a signature"  # inspect.signature raises TypeError
+
+        async def __call__(self, *args: Any, **kwargs: Any) -> int:
+            return len(args) + len(kwargs)
+
+    fn: Any = cached(Opaque())
+    assert await fn(1, x=2) == 2
+    assert fn.invalidate(1, x=2) is True
