@@ -708,8 +708,13 @@ class CachedFunction(Generic[P, V]):
         return await self._cache._miss(key, fetch, _UNSET, _UNSET, None)
 
     async def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> V:
-        base, key = self._key(args, kwargs)
-        if base is not self:
+        token = self._token
+        base: CachedFunction[..., V]
+        if token is None:
+            base, key = self, self._keys.key(*args, **kwargs)
+        else:  # bound: _key() inlined, this is every call of a cached method
+            base = self._base
+            key = (token, base._method_keys.key(*args, **kwargs))  # type: ignore[union-attr]
             args = (self._instance, *args)
         if base._checkpoint:
             await anyio.lowlevel.checkpoint()
@@ -783,7 +788,7 @@ class CachedFunction(Generic[P, V]):
         bound: CachedFunction[Any, V] = object.__new__(CachedFunction)
         bound.__dict__ = self.__dict__  # __name__, __doc__, __wrapped__, ... shared
         bound._arity = -1  # always the general path: it adds the instance's token
-        bound._base = cast("CachedFunction[..., V]", self)
+        bound._base = self  # type: ignore[assignment]
         bound._instance = instance  # held by the bound form only, as a bound method is
         bound._token = entry[1]
         return bound
