@@ -37,22 +37,23 @@ S = TypeVar("S")
 
 @final
 class _Sentinel:
-    """A named marker, shown by its name in signatures and reprs."""
+    """A named marker, shown by its name (or a given text) in signatures and reprs."""
 
-    __slots__ = ("_name",)
+    __slots__ = ("_name", "_text")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, text: str | None = None) -> None:
         self._name = name
+        self._text = name if text is None else text
 
     def __repr__(self) -> str:
-        return self._name
+        return self._text
 
     def __reduce__(self) -> str:
         return self._name  # pickles as the module global of that name
 
 
 # "Not given: use the cache's own setting" in signatures (anyio_mutex.redis uses it).
-_UNSET: Any = _Sentinel("_UNSET")
+_UNSET: Any = _Sentinel("_UNSET", "<cache default>")
 _MISS: Any = _Sentinel("_MISS")
 _NUMBER_TYPES = (float, int)
 
@@ -867,7 +868,9 @@ def cached(fn: Any = None, /, **options: Any) -> Any:
 def _cached_signature() -> inspect.Signature:
     """``cached``'s runtime signature, derived from ``RefreshCache``'s."""
     options = [
-        param.replace(default=None) if name == "label" else param
+        param.replace(default=None, annotation="str | None")
+        if name == "label"
+        else param
         for name, param in inspect.signature(RefreshCache).parameters.items()
     ]
     fn = inspect.Parameter("fn", inspect.Parameter.POSITIONAL_ONLY, default=None)

@@ -68,6 +68,7 @@ def test_options_are_exactly_refresh_caches() -> None:
     for name, param in theirs.items():
         expected = None if name == "label" else param.default
         assert (ours[name].kind, ours[name].default) == (param.kind, expected), name
+    assert ours["label"].annotation == "str | None"
     if sys.version_info >= (3, 11):  # typing.get_overloads is new in 3.11
         from types import SimpleNamespace
         from typing import get_overloads

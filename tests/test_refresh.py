@@ -11,6 +11,7 @@ import functools
 import gc
 import inspect
 import math
+import pickle
 import random
 import weakref
 from collections.abc import Awaitable, Callable
@@ -772,9 +773,12 @@ def test_signatures_show_named_defaults() -> None:
     for fn in (RefreshCache.get_or_refresh, cached, get_or_refresh):
         text = str(inspect.signature(fn))
         assert "object at 0x" not in text, text
-    assert "ttl_s: 'float | None' = _UNSET" in str(
-        inspect.signature(RefreshCache.get_or_refresh)
-    )
+    text = str(inspect.signature(RefreshCache.get_or_refresh))
+    assert "ttl_s: 'float | None' = <cache default>" in text, text
+    assert "timeout_ms: 'float | None' = <cache default>" in text, text
+    from anyio_mutex._refresh import _UNSET
+
+    assert pickle.loads(pickle.dumps(_UNSET)) is _UNSET
 
 
 def test_is_weak_referenceable() -> None:
