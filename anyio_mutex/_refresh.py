@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import keyword
 import math
 import random
 import time
@@ -508,7 +509,7 @@ class _KeyMaker:
     def __init__(self, signature: inspect.Signature, name: str) -> None:
         params = list(signature.parameters.values())
         names = [p.name for p in params]
-        if not name.isidentifier():
+        if not name.isidentifier() or keyword.iskeyword(name):
             name = "cached_function"
         prefix = "_am_"  # helper names that no parameter shadows
         while any(n.startswith(prefix) for n in [*names, name]):
