@@ -248,7 +248,8 @@ class RefreshCache(Generic[K, V]):
         """Return the fresh cached value of ``key``, or fetch it once for all callers.
 
         :param key: the cache key (hashable)
-        :param fetcher: a zero-argument async callable producing the value
+        :param fetcher: a zero-argument async function producing the value (or a
+            function returning an awaitable, such as ``lambda: load(7)``)
         :param ttl_s: how long a value fetched by this call stays fresh (defaults to
             the cache's ``ttl_s``; ``None`` never expires)
         :param timeout_ms: the longest to wait for another caller's fetch (defaults to
@@ -257,7 +258,8 @@ class RefreshCache(Generic[K, V]):
             ``"{label}:{key}"``)
         :raises MutexTimeoutError: if ``timeout_ms`` ran out while waiting
         :raises Exception: whatever the fetch raised
-        :raises TypeError: if ``fetcher`` is not callable, or a bad type is passed
+        :raises TypeError: if ``fetcher`` is not callable or returns something that
+            is not awaitable (no fetch state is left behind), or a bad type is passed
         :raises ValueError: if ``ttl_s`` or ``timeout_ms`` is negative or NaN
         """
         self._check_call(fetcher, ttl_s, timeout_ms, label)
