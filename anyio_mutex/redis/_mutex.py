@@ -1,150 +1,32 @@
-"""The mutex and the cache refresh on Redis or Valkey, across processes and machines.
-
-Needs the ``redis`` extra (``pip install 'anyio_mutex[redis]'``): the client is
-`coredis <https://coredis.readthedocs.io>`_ 6.x, which is built on anyio, so this
-module runs unchanged on asyncio and trio. ``import anyio_mutex`` never imports it.
-
-Guarantees and their limits:
-
-- Every acquisition gets a lease (there is no lease-less lock) and a random token
-  that lives in the acquisition's :class:`RedisLease`, never on the shared mutex.
-  A release is an atomic compare-and-delete: it never touches another holder's key.
-- A lease is a timing assumption. If the holder stalls longer than the lease (a GC
-  pause, a lost network, a stopped VM), the key expires and another client may
-  acquire while the first still believes it holds it. ``hold()`` renews the lease and
-  cancels its body with :class:`LockLostError` when renewal fails, which narrows the
-  window but cannot close it. Where two holders at once would corrupt data, pass
-  :attr:`RedisLease.fence` to the protected resource and have it reject any fence
-  lower than one it has seen: fencing tokens strictly increase per lock name.
-- One Redis server is one point of failure: this is not Redlock. With replication,
-  a failover can lose a just-granted lock.
-"""
+"""RedisMutex, its lease and its statistics."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar, final
+from typing import Any, TypeVar, final
 
 import anyio
 import anyio.lowlevel
+import coredis
 
-try:
-    import coredis
-    import coredis.exceptions
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
-    raise ImportError(
-        "anyio_mutex.redis needs coredis: pip install 'anyio_mutex[redis]'"
-    ) from exc
-
-from ._errors import MutexError, MutexReleaseError, MutexTimeoutError
-from ._refresh import _UNSET, RefreshCache, _Expiring
-from ._validation import check_callable, check_label, check_seconds, check_timeout_ms
-
-__all__ = [
-    "LockLostError",
-    "LockUnavailableError",
-    "RedisLease",
-    "RedisMutex",
-    "RedisMutexStatistics",
-    "RedisRefreshCache",
-]
+from .._errors import MutexReleaseError, MutexTimeoutError
+from .._validation import check_callable, check_label, check_seconds, check_timeout_ms
+from ._client import _call
+from ._errors import LockLostError, LockUnavailableError
+from ._scripts import (
+    _ACQUIRE,
+    _MIN_BLOCK_S,
+    _RELEASE,
+    _RENEW,
+    _SERVER_TICK_S,
+    _WAKE_TTL_MS,
+)
 
 T = TypeVar("T")
-V = TypeVar("V")
-
-# KEYS: lock, fence. ARGV: token, lease ms, label.
-# Grants and mints the fencing token in one step, or reports the holder's PTTL.
-_ACQUIRE: Final = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {0, redis.call('PTTL', KEYS[1])}
-end
-local fence = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. fence .. ':' .. ARGV[3], 'PX', ARGV[2])
-return {1, fence}
-"""
-# KEYS: lock, wake. ARGV: the holder's value, wake-key ms.
-# Compare-and-delete, then wake one waiter (BLPOP serves the longest-blocked first).
-_RELEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1], KEYS[2])
-  redis.call('RPUSH', KEYS[2], '1')
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  return 1
-end
-return 0
-"""
-# KEYS: lock. ARGV: the holder's value, lease ms. Renewal never touches the fence.
-_RENEW: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-# KEYS: value. Returns {} when missing, else {value, pttl}: one atomic round trip.
-_READ: Final = """
-local v = redis.call('GET', KEYS[1])
-if not v then return {} end
-return {v, redis.call('PTTL', KEYS[1])}
-"""
-_WAKE_TTL_MS: Final = 5000
-_MIN_BLOCK_S: Final = 0.01  # BLPOP's timeout 0 would mean "forever"
-_SERVER_TICK_S: Final = 0.1  # 1 / hz: how late a server-side blocking timeout may fire
-
-
-class LockLostError(MutexError, RuntimeError):
-    """Raised when a Redis lease was lost: expired, stolen or deleted.
-
-    ``hold()`` cancels its body and raises this when renewal finds the lease gone; a
-    release after the lease was lost raises it too, without touching the key.
-
-    :ivar name: the lock's name
-    :ivar label: the owner label of the lost acquisition
-    :ivar fence: its fencing token
-    :ivar reason: what was observed
-    """
-
-    def __init__(self, name: str, label: str, fence: int, reason: str) -> None:
-        self.name = name
-        self.label = label
-        self.fence = fence
-        self.reason = reason
-        super().__init__(
-            f"Lock {name!r} held as {label!r} (fence {fence}) was lost: {reason}"
-        )
-
-
-class LockUnavailableError(MutexError, ConnectionError):
-    """Raised when the Redis server cannot be reached or does not answer in time.
-
-    Raised ``from`` the client's own error. Nothing is granted when this is raised
-    by an acquisition.
-
-    :ivar name: the lock's name
-    """
-
-    def __init__(self, name: str, detail: str) -> None:
-        self.name = name
-        super().__init__(f"Lock {name!r}: Redis unavailable: {detail}")
-
-
-async def _call(
-    name: str, what: str, timeout_s: float, request: Callable[[], Awaitable[T]]
-) -> T:
-    """One Redis round trip with its own deadline; client failures become ours."""
-    try:
-        with anyio.fail_after(timeout_s):
-            return await request()
-    except TimeoutError as exc:
-        raise LockUnavailableError(
-            name, f"{what} got no answer within {timeout_s * 1000:.0f} ms"
-        ) from exc
-    except (coredis.exceptions.ConnectionError, OSError) as exc:
-        raise LockUnavailableError(name, f"{what} failed: {exc}") from exc
 
 
 def _check_lease_ms(lease_ms: object) -> float:
@@ -607,193 +489,3 @@ class RedisMutex:
 
     def __repr__(self) -> str:
         return f"<RedisMutex {self.name!r} lease_ms={self._lease_ms}>"
-
-
-@final
-class RedisRefreshCache(Generic[V]):
-    """:class:`~anyio_mutex.RefreshCache` across processes: one fetch per key per expiry.
-
-    Inside each process, callers of a key share one flight (as in ``RefreshCache``).
-    That flight's leader looks for the value in Redis. If it is missing, it takes a
-    :class:`RedisMutex` for the key, looks again (another process may have refreshed
-    it while we waited), and only then calls the fetcher and stores the value in Redis
-    with the TTL. So N processes refreshing one key call the fetcher once per expiry.
-    Each process also keeps the value locally until its Redis TTL ends.
-
-    A fetch that outlasts ``lease_ms`` may let a second process fetch too (the lease
-    is not renewed during a fetch): choose a lease longer than your slowest fetch.
-
-    :param client: a connected ``coredis.Redis``
-    :param prefix: prepended to every key in Redis
-    :param ttl_s: default freshness (``None``: never expires)
-    :param max_entries: the local LRU bound
-    :param timeout_ms: default limit on waiting for another caller's or process's fetch
-    :param lease_ms: the lease of each key's refresh lock
-    :param dumps: turns a value into ``str`` or ``bytes`` for Redis (default JSON)
-    :param loads: turns it back
-    """
-
-    __slots__ = (
-        "_client",
-        "_dumps",
-        "_fetches",
-        "_lease_ms",
-        "_loads",
-        "_local",
-        "_op_timeout_s",
-        "_prefix",
-        "_read_script",
-        "_remote_hits",
-        "_timeout_ms",
-        "_ttl_s",
-    )
-
-    def __init__(
-        self,
-        client: coredis.Redis[Any],
-        *,
-        prefix: str = "anyio_mutex:cache:",
-        ttl_s: float | None = 60.0,
-        max_entries: int = 1024,
-        timeout_ms: float | None = 5000,
-        lease_ms: float = 10_000,
-        dumps: Callable[[Any], str | bytes] = json.dumps,
-        loads: Callable[[Any], Any] = json.loads,
-    ) -> None:
-        if not isinstance(client, coredis.Redis):
-            raise TypeError(f"client must be a coredis.Redis, got {client!r}")
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str, got {prefix!r}")
-        check_callable(dumps, "dumps")
-        check_callable(loads, "loads")
-        _check_lease_ms(lease_ms)  # the same rule RedisMutex applies, but at the door
-        self._local: RefreshCache[str, V] = RefreshCache(
-            ttl_s=ttl_s, max_entries=max_entries, timeout_ms=timeout_ms, label="refresh"
-        )
-        self._client = client
-        self._prefix = prefix
-        self._ttl_s = ttl_s
-        self._timeout_ms = timeout_ms
-        self._lease_ms = lease_ms
-        self._dumps = dumps
-        self._loads = loads
-        self._fetches = 0
-        self._remote_hits = 0
-        self._op_timeout_s = 2.0
-        self._read_script = client.register_script(_READ)
-
-    async def get_or_refresh(
-        self,
-        key: str,
-        fetcher: Callable[[], Awaitable[V]],
-        ttl_s: float | None = _UNSET,
-        *,
-        timeout_ms: float | None = _UNSET,
-        label: str | None = None,
-    ) -> V:
-        """Return the fresh value of ``key``, fetching it once across all processes.
-
-        :raises MutexTimeoutError: if ``timeout_ms`` ran out waiting for a fetch
-        :raises LockUnavailableError: if Redis cannot be reached
-        :raises Exception: whatever the fetch raised (never cached)
-        """
-        if not isinstance(key, str):
-            raise TypeError(f"key must be a str, got {key!r}")
-        check_callable(fetcher, "fetcher")
-        ttl = self._ttl_s if ttl_s is _UNSET else ttl_s
-        wait_ms = self._timeout_ms if timeout_ms is _UNSET else timeout_ms
-        return await self._local.get_or_refresh(
-            key,
-            lambda: self._shared_fetch(key, fetcher, ttl, wait_ms, label),  # type: ignore[arg-type,return-value]
-            ttl,
-            timeout_ms=wait_ms,
-            label=label,
-        )
-
-    async def _read(self, redis_key: str) -> _Expiring | None:
-        found: list[Any] = await _call(
-            redis_key,
-            "read",
-            self._op_timeout_s,
-            lambda: self._read_script(keys=[redis_key]),
-        )
-        if not found:
-            return None
-        raw, pttl = found
-        self._remote_hits += 1
-        return _Expiring(self._loads(raw), None if pttl < 0 else pttl / 1000)
-
-    async def _shared_fetch(
-        self,
-        key: str,
-        fetcher: Callable[[], Awaitable[V]],
-        ttl_s: float | None,
-        timeout_ms: float | None,
-        label: str | None,
-    ) -> _Expiring:
-        redis_key = self._prefix + key
-        found = await self._read(redis_key)
-        if found is not None:
-            return found
-        mutex = RedisMutex(
-            self._client,
-            f"{redis_key}:refresh",
-            lease_ms=self._lease_ms,
-            label="refresh",
-        )
-        lease = await mutex.acquire(
-            timeout_ms=timeout_ms,
-            label=label if label is not None else f"refresh:{key}",
-        )
-        try:
-            found = await self._read(
-                redis_key
-            )  # refreshed by another process meanwhile?
-            if found is not None:
-                return found
-            value = await fetcher()
-            self._fetches += 1
-            data = self._dumps(value)
-            await _call(
-                redis_key,
-                "store",
-                self._op_timeout_s,
-                lambda: self._client.set(
-                    redis_key,
-                    data,
-                    px=None if ttl_s is None else max(1, int(ttl_s * 1000)),
-                ),
-            )
-            return _Expiring(value, ttl_s)
-        finally:
-            # A lost lease is fine here: the value is good; at worst another process
-            # fetched it too.
-            with contextlib.suppress(LockLostError):
-                await lease.release()
-
-    async def invalidate(self, key: str) -> None:
-        """Drop ``key`` here and in Redis (other processes keep their local copy until
-        its TTL ends)."""
-        self._local.invalidate(key)
-        redis_key = self._prefix + key
-        await _call(
-            redis_key,
-            "invalidate",
-            self._op_timeout_s,
-            lambda: self._client.delete([redis_key]),
-        )
-
-    @property
-    def fetches(self) -> int:
-        """How many times this process called a fetcher."""
-        return self._fetches
-
-    @property
-    def remote_hits(self) -> int:
-        """How many local misses were answered from Redis without fetching."""
-        return self._remote_hits
-
-    @property
-    def local(self) -> RefreshCache[str, V]:
-        """The process-local cache in front of Redis."""
-        return self._local

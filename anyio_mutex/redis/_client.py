@@ -1,0 +1,43 @@
+"""The client boundary: the coredis import and one bounded round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+
+
+def _ensure_coredis() -> None:
+    try:
+        import coredis  # noqa: F401
+    except (
+        ImportError
+    ) as exc:  # pragma: no cover - exercised in a subprocess by the tests
+        raise ImportError(
+            "anyio_mutex.redis needs coredis: pip install 'anyio_mutex[redis]'"
+        ) from exc
+
+
+_ensure_coredis()
+
+import coredis.exceptions  # noqa: E402
+
+from ._errors import LockUnavailableError  # noqa: E402
+
+T = TypeVar("T")
+
+
+async def _call(
+    name: str, what: str, timeout_s: float, request: Callable[[], Awaitable[T]]
+) -> T:
+    """One Redis round trip with its own deadline; client failures become ours."""
+    try:
+        with anyio.fail_after(timeout_s):
+            return await request()
+    except TimeoutError as exc:
+        raise LockUnavailableError(
+            name, f"{what} got no answer within {timeout_s * 1000:.0f} ms"
+        ) from exc
+    except (coredis.exceptions.ConnectionError, OSError) as exc:
+        raise LockUnavailableError(name, f"{what} failed: {exc}") from exc
