@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,36 +25,20 @@ from anyio_mutex.redis import (
     RedisRefreshCache,
 )
 
-from ._redis_server import HOW_TO_GET_ONE, RedisServer, find_server_binary
+from ._redis_server import (
+    RedisServer,
+    connect,
+    server_fixture,
+    start_server,
+    unique,
+)
 
 pytestmark = pytest.mark.anyio
 
 WORKER = Path(__file__).with_name("redis_worker.py")
 
 
-def start_server() -> RedisServer:
-    binary = find_server_binary()
-    if binary is None:
-        pytest.fail(HOW_TO_GET_ONE)
-    return RedisServer(binary).start()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    srv = start_server()
-    yield srv
-    srv.stop()
-
-
-@asynccontextmanager
-async def connect(server: RedisServer) -> AsyncIterator[coredis.Redis[bytes]]:
-    client: coredis.Redis[bytes] = coredis.Redis(host="127.0.0.1", port=server.port)
-    async with client:
-        yield client
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+server = server_fixture()
 
 
 async def test_exclusion_across_several_clients(server: RedisServer) -> None:

@@ -17,6 +17,8 @@ class LockLostError(MutexError, RuntimeError):
     :ivar reason: what was observed
     """
 
+    _positional = ("name", "label", "fence", "reason")
+
     def __init__(self, name: str, label: str, fence: int, reason: str) -> None:
         self.name = name
         self.label = label
@@ -34,8 +36,12 @@ class LockUnavailableError(MutexError, ConnectionError):
     by an acquisition.
 
     :ivar name: the lock's name
+    :ivar detail: what failed, in the client's or the server's words
     """
+
+    _positional = ("name", "detail")
 
     def __init__(self, name: str, detail: str) -> None:
         self.name = name
+        self.detail = detail
         super().__init__(f"Lock {name!r}: Redis unavailable: {detail}")

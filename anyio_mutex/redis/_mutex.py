@@ -427,27 +427,51 @@ class RedisMutex:
         is raised, never just logged. On exit the lease is released (shielded, with
         its own deadline), also when the body was cancelled.
 
+        An exception raised by the body (or a cancellation) leaves exactly as raised,
+        never wrapped in an ``ExceptionGroup``; it wins over a failure to release.
+
         :raises MutexTimeoutError: if ``timeout_ms`` ran out before the lock was free
         :raises LockLostError: if the lease was lost while the body ran
         :raises LockUnavailableError: if Redis cannot be reached
         """
         lease = await self.acquire(timeout_ms=timeout_ms, label=label)
+        body_error: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keep_alive, lease, tg.cancel_scope)
                 try:
                     yield lease
+                except anyio.get_cancelled_exc_class():
+                    raise  # ours (lease lost) stops at the group; others leave as is
+                except BaseException as exc:
+                    # Kept out of the group, which would wrap it in an ExceptionGroup;
+                    # re-raised below as the very same object.
+                    body_error = exc
                 finally:
                     tg.cancel_scope.cancel()  # stop renewing
+        except BaseException:
+            # Cancelled from outside: free the key, and the cancellation still wins.
+            await self._end_hold(lease, quiet=True)
+            raise
+        try:
+            await self._end_hold(lease, quiet=body_error is not None)
+            if body_error is not None:
+                raise body_error
         finally:
-            if lease.lost:
-                # Safe to try: the compare-and-delete never touches a new holder's key.
-                with contextlib.suppress(LockLostError, LockUnavailableError):
-                    await lease.release()
+            body_error = None  # no reference cycle through the traceback
+
+    async def _end_hold(self, lease: RedisLease, *, quiet: bool) -> None:
+        # quiet: the body raised, and its exception wins over any release failure.
+        if lease.lost or quiet:
+            # Safe to try: the compare-and-delete never touches a new holder's key.
+            with contextlib.suppress(LockLostError, LockUnavailableError):
+                await lease.release()
+            if lease.lost and not quiet:
                 raise LockLostError(
                     self.name, lease.label, lease.fence, "renewal found the lease gone"
                 )
-            await lease.release()
+            return
+        await lease.release()
 
     async def with_lock(
         self,
