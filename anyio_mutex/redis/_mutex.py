@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import secrets
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ import anyio
 import anyio.lowlevel
 import coredis
 
-from .._errors import MutexReleaseError, MutexTimeoutError
+from .._errors import MutexReentryError, MutexReleaseError, MutexTimeoutError
 from .._validation import check_callable, check_label, check_seconds, check_timeout_ms
 from ._client import _call
 from ._errors import LockLostError, LockUnavailableError
@@ -35,6 +37,24 @@ def _check_lease_ms(lease_ms: object) -> float:
     if lease < 1 or lease == float("inf"):
         raise ValueError(f"lease_ms must be a finite number >= 1, got {lease_ms!r}")
     return lease
+
+
+def _drift_s(lease_s: float) -> float:
+    """The clock-drift margin taken off every lease: 1% of it plus 2 ms."""
+    return lease_s / 100 + 0.002
+
+
+@final
+class _Turn:
+    """A task's place in the local queue: one task of a process goes to the server."""
+
+    __slots__ = ("event", "label", "lease", "task")
+
+    def __init__(self, task: int, label: str) -> None:
+        self.task = task  # the acquiring task's id: re-entry is detected by it
+        self.label = label
+        self.lease: RedisLease | None = None  # set once granted at the server
+        self.event = anyio.Event()  # set when the turn is handed to this waiter
 
 
 @final
@@ -73,9 +93,12 @@ class RedisLease:
     """
 
     __slots__ = (
+        "__weakref__",
         "_expires_at",
         "_mutex",
+        "_reason",
         "_released",
+        "_turn",
         "_value",
         "fence",
         "label",
@@ -83,20 +106,40 @@ class RedisLease:
     )
 
     def __init__(
-        self, mutex: RedisMutex, value: str, fence: int, label: str, expires_at: float
+        self,
+        mutex: RedisMutex,
+        turn: _Turn,
+        value: str,
+        fence: int,
+        label: str,
+        expires_at: float,
     ) -> None:
         self._mutex = mutex
+        self._turn = turn  # this process's local turn, while it is ours
         self._value = value  # token:fence:label, exactly as stored
         self.fence = fence
         self.label = label
         self.lost = False
+        self._reason = ""  # why it was lost
         self._released = False
         self._expires_at = expires_at  # local, monotonic: no later than the server's
 
     @property
     def expires_at(self) -> float:
-        """When the lease ends at the latest, on ``anyio.current_time()``'s clock."""
+        """When the lease ends at the latest, on ``anyio.current_time()``'s clock.
+
+        Measured from when the grant (or the last renewal) was *sent*, so it is never
+        later than the server's own expiry, whatever the network delay.
+        """
         return self._expires_at
+
+    @property
+    def valid_until(self) -> float:
+        """:attr:`expires_at` minus the clock-drift margin (1% of the lease + 2 ms).
+
+        ``hold()`` cancels its body at this time unless a renewal was confirmed.
+        """
+        return self._expires_at - self._mutex._drift_s
 
     async def renew(self) -> None:
         """Extend the lease by the mutex's ``lease_ms`` from now.
@@ -107,10 +150,14 @@ class RedisLease:
         if not await self._mutex._renew(self):
             self._mark_lost("the key no longer holds this lease at renewal")
 
-    def _mark_lost(self, reason: str) -> None:
+    def _lose(self, reason: str) -> None:
         if not self.lost:
             self.lost = True
+            self._reason = reason
             self._mutex._lost += 1
+
+    def _mark_lost(self, reason: str) -> None:
+        self._lose(reason)
         raise LockLostError(self._mutex.name, self.label, self.fence, reason)
 
     async def release(self) -> None:
@@ -135,7 +182,9 @@ class RedisLease:
             with anyio.CancelScope(shield=True):
                 released = await self._mutex._release(self)
         finally:
-            self._mutex._local.release()
+            # Our turn may have been given to the next local waiter already, when
+            # the lease ran out: then it is theirs, and stays so.
+            self._mutex._end_turn(self._turn)
         if not released:
             self._mark_lost("the key no longer held this lease at release")
 
@@ -174,20 +223,23 @@ class RedisMutex:
     """
 
     __slots__ = (
+        "__weakref__",
         "_acquisitions",
         "_client",
         "_contended",
+        "_drift_s",
         "_keys",
         "_lease_ms",
-        "_local",
         "_longest_wait",
         "_lost",
         "_op_timeout_s",
         "_poll_s",
+        "_queue",
         "_renew_s",
         "_renewals",
         "_scripts",
         "_timeouts",
+        "_turn",
         "_waiting",
         "label",
         "name",
@@ -235,9 +287,12 @@ class RedisMutex:
             client.register_script(_RELEASE),
             client.register_script(_RENEW),
         )
-        # One waiter per process at the server; not task-owned, so a lease may be
-        # released by another task than the one that acquired it.
-        self._local = anyio.Semaphore(1)
+        self._drift_s = _drift_s(self._lease_ms / 1000)
+        # One task per process goes to the server (the turn); the others queue here.
+        # A turn ends at release, or when its lease runs out locally: the lease is
+        # the truth in this process as in any other.
+        self._turn: _Turn | None = None
+        self._queue: deque[_Turn] = deque()
         self._waiting = 0
         self._acquisitions = self._contended = self._timeouts = 0
         self._renewals = self._lost = 0
@@ -264,17 +319,23 @@ class RedisMutex:
         timeout_s = check_timeout_ms(timeout_ms)
         check_label(label)
         label = self.label if label is None else label
+        task = anyio.get_current_task().id
+        current = self._turn
+        if current is not None and current.task == task and not self._ran_out(current):
+            # Waiting for our own lease would only let it expire: fail at once.
+            raise MutexReentryError(self.name, self._turn_label(current))
         start = anyio.current_time()
         deadline = None if timeout_s is None else start + timeout_s
+        turn = _Turn(task, label)
         self._waiting += 1
         try:
-            await self._acquire_local(start, deadline, timeout_ms)
+            await self._acquire_local(turn, start, deadline, timeout_ms)
             try:
                 lease, contended = await self._acquire_remote(
-                    label, start, deadline, timeout_ms
+                    turn, label, start, deadline, timeout_ms
                 )
             except BaseException:
-                self._local.release()
+                self._end_turn(turn)
                 raise
         finally:
             self._waiting -= 1
@@ -285,27 +346,92 @@ class RedisMutex:
         self._longest_wait = max(self._longest_wait, waited)
         return lease
 
+    def _ran_out(self, turn: _Turn) -> bool:
+        # A turn whose lease has run out on our clock no longer holds anything.
+        lease = turn.lease
+        return lease is not None and anyio.current_time() >= lease.expires_at
+
+    @staticmethod
+    def _turn_label(turn: _Turn) -> str:
+        return turn.lease.label if turn.lease is not None else turn.label
+
+    def _end_turn(self, turn: _Turn) -> None:
+        """Hand the local turn on to the next waiter, if ``turn`` still has it."""
+        if self._turn is not turn:
+            return  # already ended (its lease ran out and a waiter took over)
+        if self._queue:
+            self._turn = self._queue.popleft()
+            self._turn.event.set()
+        else:
+            self._turn = None
+
     async def _acquire_local(
-        self, start: float, deadline: float | None, timeout_ms: float | None
+        self,
+        turn: _Turn,
+        start: float,
+        deadline: float | None,
+        timeout_ms: float | None,
     ) -> None:
-        local = self._local
-        if local.value or deadline is None:
-            await local.acquire()
+        current = self._turn
+        if current is not None and self._ran_out(current):
+            self._end_turn(current)  # its lease is over: no longer anyone's turn
+        if self._turn is None and not self._queue:
+            self._turn = turn
             return
-        with anyio.CancelScope(deadline=deadline) as scope:
-            await local.acquire()
-        if scope.cancelled_caught:
-            await anyio.lowlevel.checkpoint_if_cancelled()  # an enclosing cancel wins
-            self._timeouts += 1
-            raise MutexTimeoutError(
-                (anyio.current_time() - start) * 1000,
-                timeout_ms=timeout_ms,
-                label=self.name,
-                owner="(a task of this process)",
-            )
+        self._queue.append(turn)
+        try:
+            while not turn.event.is_set():
+                # Wake at our deadline, or when the local holder's lease runs out.
+                current = self._turn
+                wake = math.inf if deadline is None else deadline
+                if current is not None and current.lease is not None:
+                    if anyio.current_time() >= current.lease.expires_at:
+                        self._end_turn(current)
+                        continue
+                    wake = min(wake, current.lease.expires_at)
+                with anyio.CancelScope(deadline=wake):
+                    await turn.event.wait()
+                if turn.event.is_set():
+                    break
+                if deadline is not None and anyio.current_time() >= deadline:
+                    await anyio.lowlevel.checkpoint_if_cancelled()  # theirs wins
+                    self._timeouts += 1
+                    holder = self._turn
+                    owner = (
+                        None
+                        if holder is None
+                        else holder.lease.label
+                        if holder.lease is not None
+                        else await self._quiet_owner()
+                    )
+                    raise MutexTimeoutError(
+                        (anyio.current_time() - start) * 1000,
+                        timeout_ms=timeout_ms,
+                        label=self.name,
+                        owner=owner,
+                    )
+        except BaseException:
+            if turn.event.is_set():
+                self._end_turn(turn)  # handed the turn as we left: pass it on
+            else:
+                self._queue.remove(turn)
+            raise
+
+    async def _quiet_owner(self) -> str | None:
+        # The local turn is at the server, waiting for a holder elsewhere: ask.
+        owner = None
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(LockUnavailableError):
+                owner = await self.owner()
+        return owner
 
     async def _acquire_remote(
-        self, label: str, start: float, deadline: float | None, timeout_ms: float | None
+        self,
+        turn: _Turn,
+        label: str,
+        start: float,
+        deadline: float | None,
+        timeout_ms: float | None,
     ) -> tuple[RedisLease, bool]:
         token = secrets.token_hex(16)
         lock, fence, wake = self._keys
@@ -326,6 +452,7 @@ class RedisMutex:
             if granted:
                 lease = RedisLease(
                     self,
+                    turn,
                     f"{token}:{number}:{label}",
                     int(number),
                     label,
@@ -342,6 +469,7 @@ class RedisMutex:
                     ):
                         await self._release(lease)
                     raise
+                turn.lease = lease
                 return lease, contended
             contended = True
             now = anyio.current_time()
@@ -382,11 +510,15 @@ class RedisMutex:
         )
         return bool(result)
 
-    async def _renew(self, lease: RedisLease) -> bool:
+    async def _renew(self, lease: RedisLease, limit_s: float | None = None) -> bool:
+        # limit_s: the answer is of no use after this long (the lease has ended).
         renew_script = self._scripts[2]
         sent_at = anyio.current_time()
-        result: int = await self._call(
+        timeout_s = self._op_timeout_s if limit_s is None else limit_s
+        result: int = await _call(
+            self.name,
             "renew",
+            max(0.0, min(self._op_timeout_s, timeout_s)),
             lambda: renew_script(
                 keys=[self._keys[0]], args=[lease._value, self._lease_ms]
             ),
@@ -397,22 +529,25 @@ class RedisMutex:
         return bool(result)
 
     async def _keep_alive(self, lease: RedisLease, body: anyio.CancelScope) -> None:
-        # Renews until cancelled; on loss, cancels the body and leaves lease.lost set.
+        # Renews until cancelled. The body's scope has the lease's own deadline (minus
+        # the drift margin): each confirmed renewal moves it, so with no answer the
+        # body is cancelled in time whatever the network does. A "not yours" answer
+        # cancels it at once.
         interval = self._renew_s
         while True:
             await anyio.sleep(interval)
+            remaining = lease.valid_until - anyio.current_time()
             try:
-                if await self._renew(lease):
-                    interval = self._renew_s
-                    continue
-            except Exception:  # unreachable, or any client error: not an answer
-                remaining = lease.expires_at - anyio.current_time()
-                if remaining > self._op_timeout_s:
-                    interval = min(self._renew_s, remaining / 4)
-                    continue  # retry while the lease surely still holds
-            if not lease.lost:
-                lease.lost = True
-                self._lost += 1
+                renewed = await self._renew(lease, remaining)
+            except LockUnavailableError:  # no answer in time, or a refusal
+                # Try again while the lease lasts; the deadline stops us otherwise.
+                interval = max(min(self._renew_s, remaining / 4), _MIN_BLOCK_S)
+                continue
+            if renewed:
+                body.deadline = lease.valid_until
+                interval = self._renew_s
+                continue
+            lease._lose("renewal found the key no longer holding this lease")
             body.cancel()
             return
 
@@ -422,9 +557,13 @@ class RedisMutex:
     ) -> AsyncIterator[RedisLease]:
         """Hold the lock for the body of ``async with``, renewing the lease meanwhile.
 
-        Renewal runs in a task group of the caller's own. If it fails, or finds the key
-        stolen, deleted or expired, the body is cancelled and :class:`LockLostError`
-        is raised, never just logged. On exit the lease is released (shielded, with
+        Renewal runs in a task group of the caller's own. If it finds the key stolen,
+        deleted or expired, the body is cancelled and :class:`LockLostError` is
+        raised, never just logged. If no renewal is confirmed in time (a partition, a
+        stalled server), the body is cancelled the same way no later than
+        :attr:`RedisLease.valid_until`: the lease's end on this process's clock, less
+        a drift margin of 1% of the lease plus 2 ms. A body that never reaches a
+        checkpoint cannot be cancelled, though. On exit the lease is released (shielded, with
         its own deadline), also when the body was cancelled.
 
         An exception raised by the body (or a cancellation) leaves exactly as raised,
@@ -438,6 +577,7 @@ class RedisMutex:
         body_error: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
+                tg.cancel_scope.deadline = lease.valid_until
                 tg.start_soon(self._keep_alive, lease, tg.cancel_scope)
                 try:
                     yield lease
@@ -453,6 +593,15 @@ class RedisMutex:
             # Cancelled from outside: free the key, and the cancellation still wins.
             await self._end_hold(lease, quiet=True)
             raise
+        if (
+            tg.cancel_scope.cancelled_caught
+            and not lease.lost
+            and anyio.current_time() >= lease.valid_until
+        ):
+            lease._lose(
+                "no renewal was confirmed before the lease's deadline "
+                f"(less a {self._drift_s * 1000:g} ms drift margin)"
+            )
         try:
             await self._end_hold(lease, quiet=body_error is not None)
             if body_error is not None:
@@ -462,16 +611,20 @@ class RedisMutex:
 
     async def _end_hold(self, lease: RedisLease, *, quiet: bool) -> None:
         # quiet: the body raised, and its exception wins over any release failure.
-        if lease.lost or quiet:
+        if not (lease.lost or quiet):
+            await lease.release()
+            return
+        if lease.lost and anyio.current_time() >= lease.valid_until:
+            # Ended by its deadline: the key is gone or about to be, and the server
+            # did not answer in time; asking again would only delay the exit.
+            lease._released = True
+            self._end_turn(lease._turn)
+        else:
             # Safe to try: the compare-and-delete never touches a new holder's key.
             with contextlib.suppress(LockLostError, LockUnavailableError):
                 await lease.release()
-            if lease.lost and not quiet:
-                raise LockLostError(
-                    self.name, lease.label, lease.fence, "renewal found the lease gone"
-                )
-            return
-        await lease.release()
+        if lease.lost and not quiet:
+            raise LockLostError(self.name, lease.label, lease.fence, lease._reason)
 
     async def with_lock(
         self,
