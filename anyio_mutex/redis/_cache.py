@@ -11,7 +11,7 @@ import coredis
 
 from .._refresh import _UNSET, RefreshCache, _Expiring
 from .._validation import check_callable
-from ._client import _call
+from ._client import _call, _check_client
 from ._errors import LockLostError
 from ._mutex import RedisMutex, _check_lease_ms
 from ._scripts import _READ
@@ -70,8 +70,7 @@ class RedisRefreshCache(Generic[V]):
         dumps: Callable[[Any], str | bytes] = json.dumps,
         loads: Callable[[Any], Any] = json.loads,
     ) -> None:
-        if not isinstance(client, coredis.Redis):
-            raise TypeError(f"client must be a coredis.Redis, got {client!r}")
+        _check_client(client)
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, got {prefix!r}")
         check_callable(dumps, "dumps")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
@@ -41,3 +41,15 @@ async def _call(
         ) from exc
     except (coredis.exceptions.ConnectionError, OSError) as exc:
         raise LockUnavailableError(name, f"{what} failed: {exc}") from exc
+
+
+def _check_client(client: object) -> coredis.Redis[Any]:
+    """Return ``client`` if it is a ``coredis.Redis``, else a one-line TypeError."""
+    if not isinstance(client, coredis.Redis):
+        kind = type(client)
+        raise TypeError(
+            f"client must be a coredis.Redis (anyio_mutex.redis runs on coredis), "
+            f"got a {kind.__module__}.{kind.__qualname__}; make one with "
+            "coredis.Redis(host=..., port=...) or coredis.Redis.from_url(url)"
+        )
+    return client

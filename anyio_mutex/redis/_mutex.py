@@ -16,8 +16,8 @@ import anyio.lowlevel
 import coredis
 
 from .._errors import MutexReentryError, MutexReleaseError, MutexTimeoutError
-from .._validation import check_callable, check_label, check_seconds, check_timeout_ms
-from ._client import _call
+from .._validation import check_callable, check_label, check_timeout_ms
+from ._client import _call, _check_client
 from ._errors import LockLostError, LockUnavailableError
 from ._scripts import (
     _ACQUIRE,
@@ -31,10 +31,21 @@ from ._scripts import (
 T = TypeVar("T")
 
 
+def _check_ms(value: object, name: str, *, allow_none: bool = False) -> float | None:
+    """Validate a positive duration in milliseconds, naming the parameter."""
+    if value is None and allow_none:
+        return None
+    if type(value) is bool or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of milliseconds, got {value!r}")
+    if math.isnan(value) or value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
 def _check_lease_ms(lease_ms: object) -> float:
-    lease = check_seconds(lease_ms, "lease_ms", allow_zero=False)
+    lease = _check_ms(lease_ms, "lease_ms")
     assert lease is not None
-    if lease < 1 or lease == float("inf"):
+    if lease < 1 or lease == math.inf:
         raise ValueError(f"lease_ms must be a finite number >= 1, got {lease_ms!r}")
     return lease
 
@@ -256,21 +267,19 @@ class RedisMutex:
         poll_ms: float = 1000,
         op_timeout_ms: float = 2000,
     ) -> None:
-        if not isinstance(client, coredis.Redis):
-            raise TypeError(f"client must be a coredis.Redis, got {client!r}")
+        _check_client(client)
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty str, got {name!r}")
         if not isinstance(label, str):
             raise TypeError(f"label must be a str, got {label!r}")
-        # check_seconds validates any duration; these are in milliseconds.
         lease = _check_lease_ms(lease_ms)
-        renew = check_seconds(renew_ms, "renew_ms", allow_none=True, allow_zero=False)
+        renew = _check_ms(renew_ms, "renew_ms", allow_none=True)
         if renew is not None and renew >= lease:
             raise ValueError(
                 f"renew_ms must be < lease_ms ({lease_ms!r}), got {renew_ms!r}"
             )
-        poll = check_seconds(poll_ms, "poll_ms", allow_zero=False)
-        op = check_seconds(op_timeout_ms, "op_timeout_ms", allow_zero=False)
+        poll = _check_ms(poll_ms, "poll_ms")
+        op = _check_ms(op_timeout_ms, "op_timeout_ms")
         assert poll is not None
         assert op is not None
         self._client = client
