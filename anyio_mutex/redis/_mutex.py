@@ -109,8 +109,8 @@ class RedisLease:
         "_mutex",
         "_reason",
         "_released",
+        "_token",
         "_turn",
-        "_value",
         "fence",
         "label",
         "lost",
@@ -120,14 +120,14 @@ class RedisLease:
         self,
         mutex: RedisMutex,
         turn: _Turn,
-        value: str,
+        token: str,
         fence: int,
         label: str,
         expires_at: float,
     ) -> None:
         self._mutex = mutex
         self._turn = turn  # this process's local turn, while it is ours
-        self._value = value  # token:fence:label, exactly as stored
+        self._token = token  # what a release or a renewal must show the server
         self.fence = fence
         self.label = label
         self.lost = False
@@ -191,7 +191,7 @@ class RedisLease:
         self._released = True
         try:
             with anyio.CancelScope(shield=True):
-                released = await self._mutex._release(self)
+                released = await self._mutex._release(self._token)
         finally:
             # Our turn may have been given to the next local waiter already, when
             # the lease ran out: then it is theirs, and stays so.
@@ -243,12 +243,14 @@ class RedisMutex:
         "_lease_ms",
         "_longest_wait",
         "_lost",
+        "_marker_ms",
         "_op_timeout_s",
         "_poll_s",
         "_queue",
         "_renew_s",
         "_renewals",
         "_scripts",
+        "_tag",
         "_timeouts",
         "_turn",
         "_waiting",
@@ -289,8 +291,10 @@ class RedisMutex:
         self._renew_s = (renew if renew is not None else lease / 3) / 1000
         self._poll_s = poll / 1000
         self._op_timeout_s = op / 1000
-        tag = "{" + name + "}"
+        self._tag = tag = "{" + name + "}"
         self._keys = (f"{tag}:lock", f"{tag}:fence", f"{tag}:wake")
+        # How long a release's marker lives: a client's retry comes within one call.
+        self._marker_ms = max(1, int(2 * op))
         self._scripts = (
             client.register_script(_ACQUIRE),
             client.register_script(_RELEASE),
@@ -452,17 +456,26 @@ class RedisMutex:
             with anyio.CancelScope(shield=True):
                 granted: int
                 number: int
-                granted, number = await self._call(
-                    "acquire",
-                    lambda: acquire_script(
-                        keys=[lock, fence], args=[token, self._lease_ms, label]
-                    ),
-                )
+                try:
+                    granted, number = await self._call(
+                        "acquire",
+                        lambda: acquire_script(
+                            keys=[lock, fence], args=[token, self._lease_ms, label]
+                        ),
+                    )
+                except LockUnavailableError:
+                    # The grant may have happened with its answer lost: give it
+                    # back (by token: it cannot touch anyone else's), so a failed
+                    # acquisition leaves nothing held. If that fails too, the key
+                    # expires with its lease.
+                    with contextlib.suppress(LockUnavailableError):
+                        await self._release(token)
+                    raise
             if granted:
                 lease = RedisLease(
                     self,
                     turn,
-                    f"{token}:{number}:{label}",
+                    token,
                     int(number),
                     label,
                     sent_at + self._lease_ms / 1000,
@@ -476,7 +489,7 @@ class RedisMutex:
                         anyio.CancelScope(shield=True),
                         contextlib.suppress(LockUnavailableError),
                     ):
-                        await self._release(lease)
+                        await self._release(token)
                     raise
                 turn.lease = lease
                 return lease, contended
@@ -508,13 +521,14 @@ class RedisMutex:
                 extra_s=block + _SERVER_TICK_S,
             )
 
-    async def _release(self, lease: RedisLease) -> bool:
+    async def _release(self, token: str) -> bool:
         lock, _, wake = self._keys
         release_script = self._scripts[1]
         result: int = await self._call(
             "release",
             lambda: release_script(
-                keys=[lock, wake], args=[lease._value, _WAKE_TTL_MS]
+                keys=[lock, wake, f"{self._tag}:released:{token}"],
+                args=[token, _WAKE_TTL_MS, self._marker_ms],
             ),
         )
         return bool(result)
@@ -529,7 +543,7 @@ class RedisMutex:
             "renew",
             max(0.0, min(self._op_timeout_s, timeout_s)),
             lambda: renew_script(
-                keys=[self._keys[0]], args=[lease._value, self._lease_ms]
+                keys=[self._keys[0]], args=[lease._token, self._lease_ms]
             ),
         )
         if result:

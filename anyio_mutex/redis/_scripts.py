@@ -4,30 +4,58 @@ from __future__ import annotations
 
 from typing import Final
 
+# The lock key holds "<token>:<fence>:<label>"; the token (32 hex digits, random per
+# acquisition) is what a release or a renewal must prove. redis.pcall('GET') answers
+# a table instead of raising when the key holds another type: not ours, held.
+
 # KEYS: lock, fence. ARGV: token, lease ms, label.
-# Grants and mints the fencing token in one step, or reports the holder's PTTL.
+# Grants and mints the fence in one step, or reports the holder's PTTL. Idempotent: a
+# client's retry of a grant that already happened finds its own token and gets the
+# same grant back. The fence is floored by the server's clock (microseconds since
+# the epoch), so it keeps increasing when the fence key is lost to a restart without
+# persistence, a FLUSHALL or an eviction, as long as that clock does not go back.
 _ACQUIRE: Final = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
+local held = redis.pcall('GET', KEYS[1])
+if held then
+  local mine = ARGV[1] .. ':'
+  if type(held) == 'string' and string.sub(held, 1, #mine) == mine then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return {1, tonumber(string.match(held, '^[^:]*:(%d+):'))}
+  end
   return {0, redis.call('PTTL', KEYS[1])}
 end
-local fence = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. fence .. ':' .. ARGV[3], 'PX', ARGV[2])
+local now = redis.call('TIME')
+local fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local last = tonumber(redis.pcall('GET', KEYS[2]))
+if last and last >= fence then
+  fence = last + 1
+end
+local text = string.format('%d', fence)
+redis.call('SET', KEYS[2], text)
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. text .. ':' .. ARGV[3], 'PX', ARGV[2])
 return {1, fence}
 """
-# KEYS: lock, wake. ARGV: the holder's value, wake-key ms.
+# KEYS: lock, wake, released-marker. ARGV: token, wake-key ms, marker ms.
 # Compare-and-delete, then wake one waiter (BLPOP serves the longest-blocked first).
+# Idempotent: the marker (one short-lived key per release) lets a client's retry of
+# a release that already happened count as released.
 _RELEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local held = redis.pcall('GET', KEYS[1])
+local mine = ARGV[1] .. ':'
+if type(held) == 'string' and string.sub(held, 1, #mine) == mine then
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('RPUSH', KEYS[2], '1')
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
   return 1
 end
-return 0
+return redis.call('EXISTS', KEYS[3])
 """
-# KEYS: lock. ARGV: the holder's value, lease ms. Renewal never touches the fence.
+# KEYS: lock. ARGV: token, lease ms. Renewal never touches the fence.
 _RENEW: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local held = redis.pcall('GET', KEYS[1])
+local mine = ARGV[1] .. ':'
+if type(held) == 'string' and string.sub(held, 1, #mine) == mine then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
