@@ -27,11 +27,16 @@ from ._client import _ensure_coredis
 _ensure_coredis()
 
 from ._cache import RedisRefreshCache  # noqa: E402
-from ._errors import LockLostError, LockUnavailableError  # noqa: E402
+from ._errors import (  # noqa: E402
+    LockLostError,
+    LockRefusedError,
+    LockUnavailableError,
+)
 from ._mutex import RedisLease, RedisMutex, RedisMutexStatistics  # noqa: E402
 
 __all__ = [
     "LockLostError",
+    "LockRefusedError",
     "LockUnavailableError",
     "RedisLease",
     "RedisMutex",

@@ -23,9 +23,28 @@ _ensure_coredis()
 
 import coredis.exceptions  # noqa: E402
 
-from ._errors import LockUnavailableError  # noqa: E402
+from ._errors import LockRefusedError, LockUnavailableError  # noqa: E402
 
 T = TypeVar("T")
+
+# coredis turns these error codes into exception classes and drops the code from the
+# message; put it back, so that the message quotes the server's words.
+_ERROR_CODES: tuple[tuple[type[Exception], str], ...] = (
+    (coredis.exceptions.AuthorizationError, "NOPERM"),
+    (coredis.exceptions.ReadOnlyError, "READONLY"),
+    (coredis.exceptions.AuthenticationRequiredError, "NOAUTH"),
+    (coredis.exceptions.AuthenticationFailureError, "WRONGPASS"),
+    (coredis.exceptions.WrongTypeError, "WRONGTYPE"),
+    (coredis.exceptions.NoScriptError, "NOSCRIPT"),
+)
+
+
+def _server_words(exc: Exception) -> str:
+    text = str(exc)
+    for cls, code in _ERROR_CODES:
+        if isinstance(exc, cls) and not text.startswith(code):
+            return f"{code} {text}"
+    return text
 
 
 async def _call(
@@ -41,6 +60,11 @@ async def _call(
         ) from exc
     except (coredis.exceptions.ConnectionError, OSError) as exc:
         raise LockUnavailableError(name, f"{what} failed: {exc}") from exc
+    except coredis.exceptions.RedisError as exc:
+        # A refusal (OOM, NOPERM, READONLY, ...): keep the server's words.
+        raise LockRefusedError(
+            name, f"the server refused {what}: {_server_words(exc)}"
+        ) from exc
 
 
 def _check_client(client: object) -> coredis.Redis[Any]:

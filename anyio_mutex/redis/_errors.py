@@ -45,3 +45,15 @@ class LockUnavailableError(MutexError, ConnectionError):
         self.name = name
         self.detail = detail
         super().__init__(f"Lock {name!r}: Redis unavailable: {detail}")
+
+
+class LockRefusedError(LockUnavailableError):
+    """Raised when the Redis server refuses a command: ``OOM``, ``NOPERM``, ``READONLY``...
+
+    A :class:`LockUnavailableError` (so one ``except`` covers both) whose ``detail``
+    quotes the server's own words. Raised ``from`` the client's error. Nothing is
+    granted when this is raised by an acquisition.
+
+    :ivar name: the lock's name
+    :ivar detail: the command and the server's reply
+    """

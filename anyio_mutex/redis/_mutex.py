@@ -22,6 +22,7 @@ from ._errors import LockLostError, LockUnavailableError
 from ._scripts import (
     _ACQUIRE,
     _MIN_BLOCK_S,
+    _OWNER,
     _RELEASE,
     _RENEW,
     _SERVER_TICK_S,
@@ -48,6 +49,18 @@ def _check_lease_ms(lease_ms: object) -> float:
     if lease < 1 or lease == math.inf:
         raise ValueError(f"lease_ms must be a finite number >= 1, got {lease_ms!r}")
     return lease
+
+
+def _label_of(value: str) -> str:
+    """The owner label in a lock key's value ("<token>:<fence>:<label>")."""
+    token, _, rest = value.partition(":")
+    fence, colon, label = rest.partition(":")
+    if colon and len(token) == 32 and fence.isdigit():
+        with contextlib.suppress(ValueError):
+            int(token, 16)
+            return label
+    shown = value if len(value) <= 60 else value[:57] + "..."
+    return f"(not an anyio_mutex lock: {shown!r})"
 
 
 def _drift_s(lease_s: float) -> float:
@@ -224,8 +237,13 @@ class RedisMutex:
     process has at most one waiter per mutex at the server, holding one connection.
 
     :param client: a connected ``coredis.Redis`` (used inside ``async with client:``)
-    :param name: the lock's name; its keys are ``{name}:lock``, ``{name}:fence`` and
-        ``{name}:wake`` (hash-tagged, so they share a cluster slot)
+    :param name: the lock's name
+    :param key_prefix: prepended to every key of this lock, so that an ACL pattern
+        such as ``~app:*`` can cover them. The keys are ``<key_prefix>{<name>}:lock``
+        (the holder's ``<token>:<fence>:<label>``, with the lease as its TTL),
+        ``...:fence`` (the last fence), ``...:wake`` (a list each release pushes to)
+        and ``...:released:<token>`` (a marker that lives ``2 * op_timeout_ms``);
+        the hash tag ``{<name>}`` keeps them in one cluster slot.
     :param lease_ms: how long a grant lasts without renewal
     :param label: a name shown in errors and the default owner label
     :param renew_ms: how often ``hold()`` renews (default: a third of the lease)
@@ -264,6 +282,7 @@ class RedisMutex:
         name: str,
         *,
         lease_ms: float = 10_000,
+        key_prefix: str = "",
         label: str = "redis-mutex",
         renew_ms: float | None = None,
         poll_ms: float = 1000,
@@ -274,6 +293,8 @@ class RedisMutex:
             raise ValueError(f"name must be a non-empty str, got {name!r}")
         if not isinstance(label, str):
             raise TypeError(f"label must be a str, got {label!r}")
+        if not isinstance(key_prefix, str):
+            raise TypeError(f"key_prefix must be a str, got {key_prefix!r}")
         lease = _check_lease_ms(lease_ms)
         renew = _check_ms(renew_ms, "renew_ms", allow_none=True)
         if renew is not None and renew >= lease:
@@ -291,7 +312,7 @@ class RedisMutex:
         self._renew_s = (renew if renew is not None else lease / 3) / 1000
         self._poll_s = poll / 1000
         self._op_timeout_s = op / 1000
-        self._tag = tag = "{" + name + "}"
+        self._tag = tag = key_prefix + "{" + name + "}"
         self._keys = (f"{tag}:lock", f"{tag}:fence", f"{tag}:wake")
         # How long a release's marker lives: a client's retry comes within one call.
         self._marker_ms = max(1, int(2 * op))
@@ -299,6 +320,7 @@ class RedisMutex:
             client.register_script(_ACQUIRE),
             client.register_script(_RELEASE),
             client.register_script(_RENEW),
+            client.register_script(_OWNER),
         )
         self._drift_s = _drift_s(self._lease_ms / 1000)
         # One task per process goes to the server (the turn); the others queue here.
@@ -668,12 +690,22 @@ class RedisMutex:
         )
 
     async def owner(self) -> str | None:
-        """Ask the server for the owner label of the current holder, or ``None``."""
-        value = await self._call("owner", lambda: self._client.get(self._keys[0]))
-        if value is None:
+        """Ask the server for the owner label of the current holder, or ``None``.
+
+        A key that does not hold one of this package's leases (another program's
+        value, another type) is reported as ``"(not an anyio_mutex lock: ...)"``.
+        """
+        owner_script = self._scripts[3]
+        found: list[Any] = await self._call(
+            "owner", lambda: owner_script(keys=[self._keys[0]])
+        )
+        if not found:
             return None
-        text = value.decode() if isinstance(value, bytes) else str(value)
-        return text.split(":", 2)[2]
+        is_string, raw = found
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        if not is_string:
+            return f"(not an anyio_mutex lock: a {text} value)"
+        return _label_of(text)
 
     def statistics(self) -> RedisMutexStatistics:
         """Return this object's counters (this process only; no server round trip)."""

@@ -60,6 +60,15 @@ if type(held) == 'string' and string.sub(held, 1, #mine) == mine then
 end
 return 0
 """
+# KEYS: lock. Returns {} when free, {1, value} for a string, {0, type} for another type.
+_OWNER: Final = """
+local held = redis.pcall('GET', KEYS[1])
+if type(held) == 'table' then
+  return {0, redis.call('TYPE', KEYS[1])['ok']}
+end
+if not held then return {} end
+return {1, held}
+"""
 # KEYS: value. Returns {} when missing, else {value, pttl}: one atomic round trip.
 _READ: Final = """
 local v = redis.call('GET', KEYS[1])
