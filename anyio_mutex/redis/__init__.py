@@ -26,7 +26,11 @@ from ._client import _ensure_coredis
 
 _ensure_coredis()
 
-from ._cache import RedisRefreshCache  # noqa: E402
+from ._cache import (  # noqa: E402
+    RedisRefreshCache,
+    RedisRefreshCacheStatistics,
+    key_to_str,
+)
 from ._errors import (  # noqa: E402
     LockLostError,
     LockRefusedError,
@@ -42,6 +46,8 @@ __all__ = [
     "RedisMutex",
     "RedisMutexStatistics",
     "RedisRefreshCache",
+    "RedisRefreshCacheStatistics",
+    "key_to_str",
 ]
 
 for _name in __all__:
