@@ -7,6 +7,8 @@ client's retry of a grant or a release misread its own earlier success.
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import coredis
 import pytest
@@ -117,4 +119,31 @@ async def test_failed_acquisition_leaves_nothing_held(server: RedisServer) -> No
         assert mutex.statistics().total_acquisitions == 0
         with anyio.fail_after(3):
             lease = await mutex.acquire(timeout_ms=0)  # the local turn is free too
+        await lease.release()
+
+
+async def test_native_task_cancel_during_the_grant_leaves_nothing_held(
+    server: RedisServer, anyio_backend: Any
+) -> None:
+    # anyio's shield does not stop asyncio's Task.cancel(): the grant in flight
+    # must still be given back, and the local turn freed.
+    if anyio_backend[0] != "asyncio":
+        pytest.skip("Task.cancel() is asyncio's own; trio has only cancel scopes")
+    import asyncio
+
+    name = unique("native")
+    async with connect(server) as client:
+        mutex = RedisMutex(client, name, lease_ms=30_000)
+        await mutex.locked()  # connected, scripts loaded
+        with anyio.fail_after(5):
+            server.command("CLIENT", "PAUSE", "300")  # the grant waits at the server
+            task = asyncio.ensure_future(mutex.acquire(label="cancelled"))
+            await anyio.wait_all_tasks_blocked()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # Whether the grant ran at the server (when the pause ended) or died with
+            # the cancelled connection, nothing may stay held: not the 30 s lease,
+            # not the local turn.
+            lease = await mutex.acquire(timeout_ms=1000)
         await lease.release()

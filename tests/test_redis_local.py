@@ -135,3 +135,33 @@ async def test_cancelled_local_waiter_leaves_the_queue(server: RedisServer) -> N
             await lease.release()
             again = await mutex.acquire(timeout_ms=0)  # nobody queued in front
         await again.release()
+
+
+async def test_queued_waiter_notices_a_lease_granted_after_it_queued(
+    server: RedisServer,
+) -> None:
+    # B queues behind A while A is still waiting at the server (no lease to watch
+    # yet); A is then granted and stalls. B must still go when A's lease runs out.
+    name = unique("late")
+    async with connect(server) as client, connect(server) as remote_client:
+        remote = await RedisMutex(remote_client, name, lease_ms=30_000).acquire()
+        mutex = RedisMutex(client, name, lease_ms=200)
+        granted: list[RedisLease] = []
+
+        async def task_a() -> None:
+            granted.append(await mutex.acquire(label="A"))  # then never releases
+
+        async def task_b() -> None:
+            granted.append(await mutex.acquire(label="B"))  # no timeout
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(task_a)
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(task_b)
+                await anyio.wait_all_tasks_blocked()
+                assert mutex.statistics().tasks_waiting == 2
+                await remote.release()
+        assert [lease.label for lease in granted] == ["A", "B"]
+        assert granted[1].fence > granted[0].fence
+        await granted[1].release()

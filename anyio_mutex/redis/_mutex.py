@@ -72,13 +72,16 @@ def _drift_s(lease_s: float) -> float:
 class _Turn:
     """A task's place in the local queue: one task of a process goes to the server."""
 
-    __slots__ = ("event", "label", "lease", "task")
+    __slots__ = ("event", "label", "lease", "scope", "task")
 
     def __init__(self, task: int, label: str) -> None:
         self.task = task  # the acquiring task's id: re-entry is detected by it
         self.label = label
         self.lease: RedisLease | None = None  # set once granted at the server
         self.event = anyio.Event()  # set when the turn is handed to this waiter
+        # While queued: the scope of the wait, whose deadline a grant may bring
+        # forward to the new lease's end (so that a stalled holder is noticed).
+        self.scope: anyio.CancelScope | None = None
 
 
 @final
@@ -424,8 +427,9 @@ class RedisMutex:
                         self._end_turn(current)
                         continue
                     wake = min(wake, current.lease.expires_at)
-                with anyio.CancelScope(deadline=wake):
+                with anyio.CancelScope(deadline=wake) as turn.scope:
                     await turn.event.wait()
+                turn.scope = None
                 if turn.event.is_set():
                     break
                 if deadline is not None and anyio.current_time() >= deadline:
@@ -485,11 +489,12 @@ class RedisMutex:
                             keys=[lock, fence], args=[token, self._lease_ms, label]
                         ),
                     )
-                except LockUnavailableError:
-                    # The grant may have happened with its answer lost: give it
-                    # back (by token: it cannot touch anyone else's), so a failed
-                    # acquisition leaves nothing held. If that fails too, the key
-                    # expires with its lease.
+                except BaseException:
+                    # No answer, a refusal, or a native Task.cancel() (which the
+                    # shield does not stop). The grant may have happened with its
+                    # answer lost: give it back (by token: it cannot touch anyone
+                    # else's), so a failed acquisition leaves nothing held. If that
+                    # fails too, the key expires with its lease.
                     with contextlib.suppress(LockUnavailableError):
                         await self._release(token)
                     raise
@@ -514,6 +519,11 @@ class RedisMutex:
                         await self._release(token)
                     raise
                 turn.lease = lease
+                for waiter in self._queue:  # wake them when this lease runs out
+                    if waiter.scope is not None:
+                        waiter.scope.deadline = min(
+                            waiter.scope.deadline, lease.expires_at
+                        )
                 return lease, contended
             contended = True
             now = anyio.current_time()
