@@ -9,13 +9,40 @@ Guarantees and their limits:
 - Every acquisition gets a lease (there is no lease-less lock) and a random token
   that lives in the acquisition's :class:`RedisLease`, never on the shared mutex.
   A release is an atomic compare-and-delete: it never touches another holder's key.
-- A lease is a timing assumption. If the holder stalls longer than the lease (a GC
-  pause, a lost network, a stopped VM), the key expires and another client may
-  acquire while the first still believes it holds it. ``hold()`` renews the lease and
-  cancels its body with :class:`LockLostError` when renewal fails, which narrows the
-  window but cannot close it. Where two holders at once would corrupt data, pass
-  :attr:`RedisLease.fence` to the protected resource and have it reject any fence
-  lower than one it has seen: fencing tokens strictly increase per lock name.
+- The lease is the truth in every process, this one included: when a holder's lease
+  runs out, the next task of its own process goes to the server like any other
+  client, and the late release raises :class:`LockLostError`.
+- A lease is a timing assumption. ``hold()`` renews it and gives its body the
+  lease's deadline on this process's clock, measured from when the grant (or the
+  last confirmed renewal) was *sent*, less a drift margin of 1% of the lease plus
+  2 ms: with no confirmed renewal by then (a partition, a stalled server) the body
+  is cancelled and :class:`LockLostError` raised, before the server can grant the
+  lock to anyone else, as long as the two clocks' rates differ by less than that
+  margin. A body that never reaches a checkpoint, or a process stopped as a whole (a
+  GC pause, a stopped VM), cannot be cancelled: where two holders at once would
+  corrupt data, pass :attr:`RedisLease.fence` to the protected resource and have it
+  reject any fence lower than one it has seen.
+- Fences strictly increase per lock name. A fence is an integer, at least the
+  server's clock in microseconds since the Unix epoch at the grant (Redis ``TIME``)
+  and greater than the last fence stored for that lock: so it keeps increasing after
+  a restart without persistence, a ``FLUSHALL`` or the eviction of the fence key, as
+  long as the server's clock does not go backwards.
+- Commands are idempotent under the client's retries: a retried grant finds its own
+  token, a retried release counts as released, and an acquisition that fails gives
+  back a grant whose answer was lost.
+- Fairness is per process: tasks of one process queue locally (first come, first
+  served) and one of them at a time waits at the server, where the processes' waiters
+  are served in the order they blocked. So a process with 50 waiting tasks and one
+  with 1 get about the same share of grants. This keeps one waiter (and one blocked
+  connection) per process at the server whatever the number of tasks.
+- Keys (``key_prefix`` first, for ACL patterns such as ``~app:*``):
+  ``<prefix>{<name>}:lock`` holds ``<token>:<fence>:<label>`` with the lease as its
+  TTL; ``...:fence`` the last fence; ``...:wake`` the wake-up list; and
+  ``...:released:<token>`` a marker that lives ``2 * op_timeout_ms``.
+- Errors: :class:`LockUnavailableError` when the server cannot be reached or does not
+  answer in time, :class:`LockRefusedError` (a subclass) when it refuses (``OOM``,
+  ``NOPERM``, ``READONLY``...), quoting it. A body's own exception leaves ``hold()``
+  and ``with_lock()`` exactly as raised.
 - One Redis server is one point of failure: this is not Redlock. With replication,
   a failover can lose a just-granted lock.
 """

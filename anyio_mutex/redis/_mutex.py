@@ -237,7 +237,10 @@ class RedisMutex:
     release pushes to, so a hand-off takes a few round trips. It also blocks no longer
     than the holder's remaining lease (a crashed holder is noticed when its lease
     ends) or ``poll_ms`` at most. Tasks of one process queue locally first, so each
-    process has at most one waiter per mutex at the server, holding one connection.
+    process has at most one waiter per mutex at the server, holding one connection:
+    fairness is per process, not per task. A local turn ends at release or when its
+    lease runs out, whichever comes first. Re-entry by the holding task raises
+    :class:`~anyio_mutex.MutexReentryError` at once.
 
     :param client: a connected ``coredis.Redis`` (used inside ``async with client:``)
     :param name: the lock's name
