@@ -63,7 +63,8 @@ from ._errors import (  # noqa: E402
     LockRefusedError,
     LockUnavailableError,
 )
-from ._mutex import RedisLease, RedisMutex, RedisMutexStatistics  # noqa: E402
+from ._lease import RedisLease  # noqa: E402
+from ._mutex import RedisMutex, RedisMutexStatistics  # noqa: E402
 
 __all__ = [
     "LockLostError",

@@ -13,9 +13,10 @@ import coredis
 from .. import CacheStatistics
 from .._refresh import _UNSET, RefreshCache, _Expiring
 from .._validation import check_callable, check_label, check_timeout_ms
+from ._checks import _check_lease_ms, _check_ms
 from ._client import _call, _check_client
 from ._errors import LockLostError, LockUnavailableError
-from ._mutex import RedisMutex, _check_lease_ms, _check_ms
+from ._mutex import RedisMutex
 from ._scripts import _READ
 
 V = TypeVar("V")
