@@ -6,13 +6,14 @@ TypeError, its repr) and the lease_ms message that said "seconds".
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import pytest
 
 from anyio_mutex.redis import RedisMutex, RedisRefreshCache
 
-from ._redis_server import RedisServer, connect, server_fixture
+from ._redis_server import RedisServer, connect, server_fixture, unique
 
 pytestmark = pytest.mark.anyio
 
@@ -54,3 +55,13 @@ async def test_durations_are_named_in_milliseconds(server: RedisServer) -> None:
             TypeError, match="lease_ms must be a number of milliseconds"
         ):
             RedisRefreshCache(client, lease_ms=None)  # type: ignore[arg-type]
+
+
+async def test_public_objects_are_weak_referenceable(server: RedisServer) -> None:
+    async with connect(server) as client:
+        mutex = RedisMutex(client, unique("weak"))
+        cache: RedisRefreshCache[int] = RedisRefreshCache(client)
+        lease = await mutex.acquire()
+        for obj in (mutex, cache, lease):
+            assert weakref.ref(obj)() is obj
+        await lease.release()

@@ -13,7 +13,12 @@ from typing import Any
 import anyio
 import pytest
 
-from anyio_mutex.redis import LockLostError, LockUnavailableError, RedisMutex
+from anyio_mutex.redis import (
+    LockLostError,
+    LockRefusedError,
+    LockUnavailableError,
+    RedisMutex,
+)
 
 from ._redis_server import RedisServer, connect, server_fixture, unique
 
@@ -119,3 +124,7 @@ def test_errors_pickle_with_their_fields() -> None:
     down = LockUnavailableError("n", "no answer")
     copy2 = pickle.loads(pickle.dumps(down))
     assert (copy2.name, copy2.detail, str(copy2)) == ("n", "no answer", str(down))
+    refused = LockRefusedError("n", "the server refused acquire: NOPERM ...")
+    copy3 = pickle.loads(pickle.dumps(refused))
+    assert type(copy3) is LockRefusedError
+    assert (copy3.detail, str(copy3)) == (refused.detail, str(refused))
