@@ -99,6 +99,34 @@ async def test_cancelled_body_leaves_as_a_plain_cancellation(
         assert not await mutex.locked()
 
 
+async def test_native_task_cancel_of_the_body_frees_the_key(
+    server: RedisServer, anyio_backend: Any
+) -> None:
+    if anyio_backend[0] != "asyncio":
+        pytest.skip("Task.cancel() is asyncio's own; trio has only cancel scopes")
+    import asyncio
+
+    async with connect(server) as client:
+        mutex = RedisMutex(client, unique("native"), lease_ms=30_000, renew_ms=20)
+        entered = anyio.Event()
+
+        async def body() -> None:
+            async with mutex.hold():
+                entered.set()
+                await anyio.sleep_forever()
+
+        with anyio.fail_after(5):
+            task = asyncio.ensure_future(body())
+            await entered.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert not await mutex.locked()  # freed now, not in 30 s
+        with anyio.fail_after(5):
+            lease = await mutex.acquire(timeout_ms=0)  # and the local turn with it
+        await lease.release()
+
+
 async def test_lost_lease_raises_lock_lost_error_itself(server: RedisServer) -> None:
     name = unique("lost")
     async with connect(server) as client, connect(server) as thief:

@@ -467,9 +467,9 @@ class RedisMutex:
         raised, never just logged. If no renewal is confirmed in time (a partition, a
         stalled server), the body is cancelled the same way no later than
         :attr:`RedisLease.valid_until`: the lease's end on this process's clock, less
-        a drift margin of 1% of the lease plus 2 ms. A body that never reaches a
-        checkpoint cannot be cancelled, though. On exit the lease is released (shielded, with
-        its own deadline), also when the body was cancelled.
+        a drift margin of 1% of the lease plus 2 ms. (A body that never reaches a
+        checkpoint cannot be cancelled, though.) On exit the lease is released
+        (shielded, with its own deadline), also when the body was cancelled.
 
         An exception raised by the body (or a cancellation) leaves exactly as raised,
         never wrapped in an ``ExceptionGroup``; it wins over a failure to release.
