@@ -199,8 +199,12 @@ class RedisMutex:
         :param timeout_ms: give up after this many milliseconds; ``None`` or
             ``math.inf`` waits forever, ``0`` tries once
         :param label: the owner label of this acquisition (defaults to the mutex's)
-        :raises MutexTimeoutError: if ``timeout_ms`` ran out (with the real wait)
-        :raises LockUnavailableError: if Redis cannot be reached; nothing is held then
+        :raises MutexTimeoutError: if ``timeout_ms`` ran out (with the real wait and
+            the holder's label, local or remote)
+        :raises MutexReentryError: if the calling task holds this lock already (its
+            lease has not run out): waiting would only let that lease expire
+        :raises LockUnavailableError: if Redis cannot be reached or refuses
+            (:class:`LockRefusedError`); nothing is held then
         """
         timeout_s = check_timeout_ms(timeout_ms)
         check_label(label)
@@ -475,8 +479,9 @@ class RedisMutex:
         never wrapped in an ``ExceptionGroup``; it wins over a failure to release.
 
         :raises MutexTimeoutError: if ``timeout_ms`` ran out before the lock was free
+        :raises MutexReentryError: if the calling task holds this lock already
         :raises LockLostError: if the lease was lost while the body ran
-        :raises LockUnavailableError: if Redis cannot be reached
+        :raises LockUnavailableError: if Redis cannot be reached or refuses
         """
         lease = await self.acquire(timeout_ms=timeout_ms, label=label)
         body_error: BaseException | None = None
@@ -538,7 +543,15 @@ class RedisMutex:
         timeout_ms: float | None = None,
         label: str | None = None,
     ) -> T:
-        """Await ``fn()`` while holding (and renewing) the lock; return its result."""
+        """Await ``fn()`` while holding (and renewing) the lock; return its result.
+
+        The same guarantees as :meth:`hold`: ``fn``'s exception leaves as raised,
+        and a lost lease cancels ``fn`` and raises :class:`LockLostError`.
+
+        :raises MutexTimeoutError: if ``timeout_ms`` ran out before the lock was free
+        :raises LockLostError: if the lease was lost while ``fn`` ran
+        :raises LockUnavailableError: if Redis cannot be reached or refuses
+        """
         check_callable(fn, "fn")
         async with self.hold(timeout_ms=timeout_ms, label=label):
             return await fn()
