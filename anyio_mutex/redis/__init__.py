@@ -26,7 +26,9 @@ Guarantees and their limits:
   server's clock in microseconds since the Unix epoch at the grant (Redis ``TIME``)
   and greater than the last fence stored for that lock: so it keeps increasing after
   a restart without persistence, a ``FLUSHALL`` or the eviction of the fence key, as
-  long as the server's clock does not go backwards.
+  long as the server's clock does not go backwards (after a failover: as long as the
+  new primary's clock is not behind the old one's by more than the time between the
+  last grant there and the first grant here).
 - Commands are idempotent under the client's retries: a retried grant finds its own
   token, a retried release counts as released, and an acquisition that fails gives
   back a grant whose answer was lost.
