@@ -9,11 +9,10 @@ import anyio
 
 
 def _ensure_coredis() -> None:
+    # Exercised in a subprocess by tests/test_api.py.
     try:
         import coredis  # noqa: F401
-    except (
-        ImportError
-    ) as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    except ImportError as exc:  # pragma: no cover
         raise ImportError(
             "anyio_mutex.redis needs coredis: pip install 'anyio_mutex[redis]'"
         ) from exc
