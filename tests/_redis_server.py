@@ -210,3 +210,18 @@ def server_fixture() -> Any:
         srv.stop()
 
     return server
+
+
+def dedicated_server_fixture(*extra: str) -> Any:
+    """A function-scoped fixture: a server of the test's own, started with ``extra``
+    options, which the test may flush, fill, kill or restart on the same port
+    (``srv.stop()``, then ``srv.start(same_port=True)``)."""
+    import pytest
+
+    @pytest.fixture
+    def dedicated_server() -> Iterator[RedisServer]:
+        srv = start_server(*extra)
+        yield srv
+        srv.stop()
+
+    return dedicated_server

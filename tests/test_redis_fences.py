@@ -9,24 +9,21 @@ The fence is now floored by the server's TIME (microseconds since the epoch).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import anyio
 import pytest
 
 from anyio_mutex.redis import RedisMutex
 
-from ._redis_server import RedisServer, connect, start_server, unique
+from ._redis_server import RedisServer, connect, dedicated_server_fixture, unique
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def own_server() -> Iterator[RedisServer]:
-    """A server of this test's own, which the test may flush, fill or restart."""
-    srv = start_server("--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru")
-    yield srv
-    srv.stop()
+# A server per test, which it may flush, fill or restart; small, and evicting.
+own_server = dedicated_server_fixture(
+    "--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"
+)
 
 
 async def fences(mutex: RedisMutex, n: int) -> list[int]:
