@@ -165,3 +165,35 @@ async def test_queued_waiter_notices_a_lease_granted_after_it_queued(
         assert [lease.label for lease in granted] == ["A", "B"]
         assert granted[1].fence > granted[0].fence
         await granted[1].release()
+
+
+async def test_waiter_cancelled_as_it_is_handed_the_turn_passes_it_on(
+    server: RedisServer,
+) -> None:
+    async with connect(server) as client:
+        mutex = RedisMutex(client, unique("handed"), lease_ms=10_000)
+        lease = await mutex.acquire(label="H")
+        w_scope = anyio.CancelScope()
+        got: list[str] = []
+
+        async def waiter_w() -> None:
+            with w_scope:
+                await mutex.acquire(label="W")
+                got.append("W")  # pragma: no cover - cancelled before it runs
+
+        async def waiter_x() -> None:
+            x = await mutex.acquire(label="X")
+            got.append("X")
+            await x.release()
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter_w)
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(waiter_x)
+                await anyio.wait_all_tasks_blocked()
+                await lease.release()  # hands the local turn to W ...
+                w_scope.cancel()  # ... which is cancelled before it runs
+        assert got == ["X"]
+        assert w_scope.cancelled_caught
+        assert not await mutex.locked()
