@@ -80,16 +80,28 @@ def test_ships_py_typed() -> None:
     assert (PACKAGE / "py.typed").is_file()
 
 
-def test_redis_submodule_without_coredis_says_which_extra_to_install() -> None:
+def test_redis_submodule_imports_no_client_library_and_names_the_extras() -> None:
+    # Issue 9: each client library is an extra of its own; anyio_mutex.redis imports
+    # none of them, and a client it does not know says which extras exist.
     code = (
-        "import sys; sys.modules['coredis'] = None\n"
-        "import anyio_mutex\n"
+        "import sys\n"
+        "for m in ('coredis', 'redis', 'valkey'): sys.modules[m] = None\n"
+        "import anyio_mutex.redis\n"
         "try:\n"
-        "    import anyio_mutex.redis\n"
-        "except ImportError as exc:\n"
+        "    anyio_mutex.redis.RedisMutex(object(), 'x')\n"
+        "except TypeError as exc:\n"
         "    print(exc)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    assert "pip install 'anyio_mutex[redis]'" in out.stdout
+    assert "pip install 'anyio_mutex[redis]'" in out.stdout, out
+    assert "anyio_mutex[redis-py]" in out.stdout, out
+    code = (
+        "import sys, anyio_mutex.redis\n"
+        "print(sorted(m for m in ('coredis', 'redis', 'valkey') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -1,8 +1,11 @@
 """The mutex and the cache refresh on Redis or Valkey, across processes and machines.
 
-Needs the ``redis`` extra (``pip install 'anyio_mutex[redis]'``): the client is
-`coredis <https://coredis.readthedocs.io>`_ 6.x, which is built on anyio, so this
-module runs unchanged on asyncio and trio. ``import anyio_mutex`` never imports it.
+Pass the client you already have. ``coredis.Redis`` or ``coredis.RedisCluster``
+(`coredis <https://coredis.readthedocs.io>`_ 6.x, the ``redis`` extra) is built on
+anyio and runs on asyncio and trio; on asyncio, redis-py's ``redis.asyncio.Redis`` /
+``RedisCluster`` (the ``redis-py`` extra) and valkey-py's ``valkey.asyncio.Valkey``
+(the ``valkey-py`` extra) work too. Neither ``import anyio_mutex`` nor this module
+imports any client library: each is used only when your client comes from it.
 
 Guarantees and their limits:
 
@@ -45,28 +48,26 @@ Guarantees and their limits:
   answer in time, :class:`LockRefusedError` (a subclass) when it refuses (``OOM``,
   ``NOPERM``, ``READONLY``...), quoting it. A body's own exception leaves ``hold()``
   and ``with_lock()`` exactly as raised.
-- One Redis server is one point of failure: this is not Redlock. With replication,
-  a failover can lose a just-granted lock.
+- One Redis server (or cluster shard) is one point of failure: this is not Redlock.
+  With replication, a failover can lose a just-granted lock, unless the mutex is
+  made with ``wait_replicas=N``: each grant and renewal is then confirmed by ``WAIT``
+  on N replicas first, which narrows that window (it is not consensus).
 """
 
 from __future__ import annotations
 
-from ._client import _ensure_coredis
-
-_ensure_coredis()
-
-from ._cache import (  # noqa: E402
+from ._cache import (
     RedisRefreshCache,
     RedisRefreshCacheStatistics,
     key_to_str,
 )
-from ._errors import (  # noqa: E402
+from ._errors import (
     LockLostError,
     LockRefusedError,
     LockUnavailableError,
 )
-from ._lease import RedisLease  # noqa: E402
-from ._mutex import RedisMutex, RedisMutexStatistics  # noqa: E402
+from ._lease import RedisLease
+from ._mutex import RedisMutex, RedisMutexStatistics
 
 __all__ = [
     "LockLostError",

@@ -8,13 +8,11 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, final
 
-import coredis
-
 from .. import CacheStatistics
 from .._refresh import _UNSET, RefreshCache, _Expiring
 from .._validation import check_callable, check_label, check_timeout_ms
 from ._checks import _check_lease_ms, _check_ms
-from ._client import _call, _check_client
+from ._client import _adapt, _call, _Client
 from ._errors import LockLostError, LockUnavailableError
 from ._mutex import RedisMutex
 from ._scripts import _READ
@@ -81,7 +79,7 @@ class RedisRefreshCache(Generic[V]):
     A fetch that outlasts ``lease_ms`` may let a second process fetch too (the lease
     is not renewed during a fetch): choose a lease longer than your slowest fetch.
 
-    :param client: a connected ``coredis.Redis``
+    :param client: a connected client, as :class:`RedisMutex` takes
     :param prefix: prepended to every key in Redis
     :param ttl_s: default freshness (``None``: never expires)
     :param max_entries: the local LRU bound
@@ -110,17 +108,17 @@ class RedisRefreshCache(Generic[V]):
         "_op_timeout_ms",
         "_op_timeout_s",
         "_prefix",
-        "_read_script",
         "_remote_hits",
         "_remote_misses",
         "_timeout_ms",
         "_ttl_s",
         "_unavailable",
+        "_user_client",
     )
 
     def __init__(
         self,
-        client: coredis.Redis[Any],
+        client: object,
         *,
         prefix: str = "anyio_mutex:cache:",
         ttl_s: float | None = 60.0,
@@ -132,7 +130,7 @@ class RedisRefreshCache(Generic[V]):
         loads: Callable[[Any], Any] = json.loads,
         key_to_str: Callable[[Any], str] = key_to_str,
     ) -> None:
-        _check_client(client)
+        adapted = _adapt(client)
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, got {prefix!r}")
         check_timeout_ms(timeout_ms)
@@ -146,7 +144,8 @@ class RedisRefreshCache(Generic[V]):
         self._local: RefreshCache[Hashable, V] = RefreshCache(
             ttl_s=ttl_s, max_entries=max_entries, timeout_ms=timeout_ms, label="refresh"
         )
-        self._client = client
+        self._user_client = client  # what the refresh locks are made with
+        self._client: _Client = adapted
         self._prefix = prefix
         self._ttl_s = ttl_s
         self._timeout_ms = timeout_ms
@@ -158,7 +157,6 @@ class RedisRefreshCache(Generic[V]):
         self._key_to_str = key_to_str
         self._fetches = self._fetch_errors = 0
         self._remote_hits = self._remote_misses = self._unavailable = 0
-        self._read_script = client.register_script(_READ)
 
     def _redis_key(self, key: Hashable) -> str:
         hash(key)  # unhashable keys raise TypeError here, before any state changes
@@ -205,18 +203,21 @@ class RedisRefreshCache(Generic[V]):
         self, redis_key: str, what: str, request: Callable[[], Awaitable[Any]]
     ) -> Any:
         try:
-            return await _call(redis_key, what, self._op_timeout_s, request)
+            return await _call(
+                self._client, redis_key, what, self._op_timeout_s, request
+            )
         except LockUnavailableError:
             self._unavailable += 1
             raise
 
     async def _read(self, redis_key: str) -> _Expiring | None:
         found: list[Any] = await self._redis(
-            redis_key, "read", lambda: self._read_script(keys=[redis_key])
+            redis_key, "read", lambda: self._client.script(_READ, (redis_key,))
         )
         if not found:
             return None
         raw, pttl = found
+        pttl = int(pttl)
         return _Expiring(self._loads(raw), None if pttl < 0 else pttl / 1000)
 
     async def _shared_fetch(
@@ -234,7 +235,7 @@ class RedisRefreshCache(Generic[V]):
             return found
         self._remote_misses += 1
         mutex = RedisMutex(
-            self._client,
+            self._user_client,
             f"{text}:refresh",
             key_prefix=self._prefix,
             lease_ms=self._lease_ms,
@@ -267,7 +268,7 @@ class RedisRefreshCache(Generic[V]):
                 lambda: self._client.set(
                     redis_key,
                     data,
-                    px=None if ttl_s is None else max(1, int(ttl_s * 1000)),
+                    None if ttl_s is None else max(1, int(ttl_s * 1000)),
                 ),
             )
             # What every other process will read: the same here, so that a value
@@ -288,7 +289,7 @@ class RedisRefreshCache(Generic[V]):
         redis_key = self._prefix + self._redis_key(key)
         self._local.invalidate(key)
         await self._redis(
-            redis_key, "invalidate", lambda: self._client.delete([redis_key])
+            redis_key, "invalidate", lambda: self._client.delete(redis_key)
         )
 
     def statistics(self) -> RedisRefreshCacheStatistics:

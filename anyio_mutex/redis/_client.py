@@ -1,53 +1,142 @@
-"""The client boundary: the coredis import and one bounded round trip."""
+"""The client boundary: one small protocol every Redis primitive talks through.
+
+Every primitive of ``anyio_mutex.redis`` (``RedisMutex``, ``RedisRefreshCache``, and
+any later one) calls the server only through a :class:`_Client`, made once per object
+at construction with ``_adapt(client)``. Nothing outside the adapter modules knows
+which library the user's client comes from. The calls are:
+
+- ``await c.script(source, keys, args)``: run a Lua script (EVALSHA, falling back to
+  EVAL on NOSCRIPT, or the library's own script object). All keys of one call must
+  share a cluster slot (hash-tag them: see ``_hash_tag``).
+- ``await c.script_and_wait(source, keys, args, replicas, timeout_ms)``: the same,
+  then ``WAIT replicas timeout_ms`` *on the same connection* (``WAIT`` counts the
+  writes of its own connection only); returns ``(result, confirmed)``, where
+  ``confirmed`` says whether ``replicas`` replicas acknowledged in time (and
+  ``result`` may then be ``None``: the script's answer is not always known).
+- ``await c.blpop(key, timeout_s)``: block until ``key`` has an element or the time
+  runs out (the wake-up path); returns nothing.
+- ``await c.exists(key)``, ``await c.set(key, value, px_ms)``, ``await c.delete(key)``,
+  ``await c.publish(channel, message)``.
+- ``c.family`` (``"coredis"``, ``"redis-py"``, ``"valkey-py"``), ``c.cluster``, and
+  ``c.can_wait`` (whether ``script_and_wait`` is supported).
+
+Wrap each call in :func:`_call`, which gives it a deadline and turns the library's
+errors into :class:`LockUnavailableError` (no answer) or :class:`LockRefusedError`
+(the server said no, quoted in its own words), whatever the library.
+
+Adapters live in ``_coredis.py`` (``coredis.Redis``, ``coredis.RedisCluster``, and so
+a Sentinel-managed primary from ``coredis.sentinel.Sentinel.primary_for()``),
+``_redis_py.py`` (``redis.asyncio.Redis`` and ``redis.asyncio.RedisCluster``) and
+``_valkey_py.py`` (``valkey.asyncio.Valkey`` and ``valkey.asyncio.ValkeyCluster``);
+each imports its library only when the user's client comes from it. redis-py and
+valkey-py run on asyncio only: under any other backend their adapter raises a
+:class:`TypeError` that says to use coredis, at construction when an event loop is
+running, else at the first call.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
-
-def _ensure_coredis() -> None:
-    # Exercised in a subprocess by tests/test_api.py.
-    try:
-        import coredis  # noqa: F401
-    except ImportError as exc:  # pragma: no cover
-        raise ImportError(
-            "anyio_mutex.redis needs coredis: pip install 'anyio_mutex[redis]'"
-        ) from exc
-
-
-_ensure_coredis()
-
-import coredis.exceptions  # noqa: E402
-
-from ._errors import LockRefusedError, LockUnavailableError  # noqa: E402
+from ._errors import LockRefusedError, LockUnavailableError
 
 T = TypeVar("T")
 
-# coredis turns these error codes into exception classes and drops the code from the
-# message; put it back, so that the message quotes the server's words.
-_ERROR_CODES: tuple[tuple[type[Exception], str], ...] = (
-    (coredis.exceptions.AuthorizationError, "NOPERM"),
-    (coredis.exceptions.ReadOnlyError, "READONLY"),
-    (coredis.exceptions.AuthenticationRequiredError, "NOAUTH"),
-    (coredis.exceptions.AuthenticationFailureError, "WRONGPASS"),
-    (coredis.exceptions.WrongTypeError, "WRONGTYPE"),
-    (coredis.exceptions.NoScriptError, "NOSCRIPT"),
+Arg = str | bytes | int | float
+
+INSTALL = (
+    "pip install 'anyio_mutex[redis]' (coredis, asyncio and trio), "
+    "'anyio_mutex[redis-py]' or 'anyio_mutex[valkey-py]' (asyncio only)"
 )
 
 
-def _server_words(exc: Exception) -> str:
-    text = str(exc)
-    for cls, code in _ERROR_CODES:
-        if isinstance(exc, cls) and not text.startswith(code):
-            return f"{code} {text}"
-    return text
+def _ensure_coredis() -> None:
+    """Kept for callers of the old name: clients are now optional, one per extra."""
+
+
+class _Client(Protocol):
+    """What a Redis primitive may ask of a client (see the module docstring)."""
+
+    family: str
+    cluster: bool
+    can_wait: bool
+
+    async def script(
+        self, source: str, keys: Sequence[str], args: Sequence[Arg] = ()
+    ) -> Any: ...
+
+    async def script_and_wait(
+        self,
+        source: str,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        replicas: int,
+        timeout_ms: int,
+    ) -> tuple[Any, bool]: ...
+
+    async def blpop(self, key: str, timeout_s: float) -> None: ...
+
+    async def exists(self, key: str) -> int: ...
+
+    async def set(self, key: str, value: str | bytes, px_ms: int | None) -> None: ...
+
+    async def delete(self, key: str) -> int: ...
+
+    async def publish(self, channel: str, message: str) -> int: ...
+
+    def unavailable_errors(self) -> tuple[type[BaseException], ...]:
+        """The library's "no answer" errors (connection lost, its own timeout)."""
+        ...
+
+    def refusal_words(self, exc: BaseException) -> str | None:
+        """The server's words if ``exc`` is a refusal from the server, else None."""
+        ...
+
+
+def _on_asyncio() -> bool | None:
+    """Whether the running event loop is asyncio's; ``None`` outside any loop."""
+    try:
+        cancelled = anyio.get_cancelled_exc_class()
+    except RuntimeError:  # anyio's NoEventLoopError: no loop in this thread
+        return None
+    return cancelled.__module__.partition(".")[0] == "asyncio"
+
+
+def _require_asyncio(family: str) -> None:
+    """Raise the clear error when an asyncio-only client is used off asyncio."""
+    if _on_asyncio() is False:
+        raise TypeError(
+            f"a {family} client runs on asyncio only, and this event loop is not "
+            "asyncio's: pass a coredis client instead (coredis.Redis or "
+            "coredis.RedisCluster, pip install 'anyio_mutex[redis]'), which runs on "
+            "asyncio and trio"
+        )
+
+
+def _hash_tag(text: str) -> str:
+    """A cluster hash tag for ``text`` that keeps every key made from it in one slot.
+
+    Redis hashes only what lies between the first ``{`` and the next ``}``. A name
+    holding ``}`` would end the tag early (and one starting with ``}`` would leave it
+    empty, so that the whole key is hashed: different keys, different slots). Braces
+    are therefore escaped (``\\`` -> ``\\\\``, ``}`` -> ``\\]``), which keeps distinct
+    names distinct and the tag whole.
+    """
+    if "}" in text or "\\" in text:
+        text = text.replace("\\", "\\\\").replace("}", "\\]")
+    return "{" + text + "}"
 
 
 async def _call(
-    name: str, what: str, timeout_s: float, request: Callable[[], Awaitable[T]]
+    client: _Client,
+    name: str,
+    what: str,
+    timeout_s: float,
+    request: Callable[[], Awaitable[T]],
 ) -> T:
     """One Redis round trip with its own deadline; client failures become ours."""
     try:
@@ -57,22 +146,59 @@ async def _call(
         raise LockUnavailableError(
             name, f"{what} got no answer within {timeout_s * 1000:.0f} ms"
         ) from exc
-    except (coredis.exceptions.ConnectionError, OSError) as exc:
+    except OSError as exc:
         raise LockUnavailableError(name, f"{what} failed: {exc}") from exc
-    except coredis.exceptions.RedisError as exc:
-        # A refusal (OOM, NOPERM, READONLY, ...): keep the server's words.
-        raise LockRefusedError(
-            name, f"the server refused {what}: {_server_words(exc)}"
-        ) from exc
+    except Exception as exc:
+        words = client.refusal_words(exc)
+        if words is not None:
+            # A refusal (OOM, NOPERM, READONLY, ...): keep the server's words.
+            raise LockRefusedError(name, f"the server refused {what}: {words}") from exc
+        if isinstance(exc, client.unavailable_errors()):
+            raise LockUnavailableError(name, f"{what} failed: {exc}") from exc
+        raise
 
 
-def _check_client(client: object) -> coredis.Redis[Any]:
-    """Return ``client`` if it is a ``coredis.Redis``, else a one-line TypeError."""
-    if not isinstance(client, coredis.Redis):
-        kind = type(client)
+def _adapt(client: object) -> _Client:
+    """Wrap the user's client in the adapter of its library, or a one-line TypeError."""
+    module = type(client).__module__.partition(".")[0]
+    if module == "coredis" or _is_instance(
+        client, "coredis", ("Redis", "RedisCluster")
+    ):
+        from ._coredis import _adapt_coredis
+
+        adapted = _adapt_coredis(client)
+        if adapted is not None:
+            return adapted
+    if _is_instance(client, "redis.asyncio", ("Redis", "RedisCluster")):
+        from ._redis_py import _adapt_redis_py
+
+        return _adapt_redis_py(client, "redis", "redis-py")
+    if _is_instance(client, "valkey.asyncio", ("Valkey", "ValkeyCluster")):
+        from ._valkey_py import _adapt_valkey_py
+
+        return _adapt_valkey_py(client)
+    if _is_instance(client, "redis", ("Redis", "RedisCluster")) or _is_instance(
+        client, "valkey", ("Valkey", "ValkeyCluster")
+    ):
         raise TypeError(
-            f"client must be a coredis.Redis (anyio_mutex.redis runs on coredis), "
-            f"got a {kind.__module__}.{kind.__qualname__}; make one with "
-            "coredis.Redis(host=..., port=...) or coredis.Redis.from_url(url)"
+            f"client must be an async client, got the blocking "
+            f"{type(client).__module__}.{type(client).__qualname__}: use "
+            "redis.asyncio.Redis / valkey.asyncio.Valkey, or coredis.Redis"
         )
-    return client
+    kind = type(client)
+    loaded = any(sys.modules.get(m) for m in ("coredis", "redis", "valkey"))
+    raise TypeError(
+        f"client must be a coredis.Redis (or RedisCluster; on asyncio also "
+        f"redis.asyncio.Redis, valkey.asyncio.Valkey), got a "
+        f"{kind.__module__}.{kind.__qualname__}; make one with "
+        "coredis.Redis.from_url(url)" + ("" if loaded else f"; {INSTALL}")
+    )
+
+
+def _is_instance(client: object, module: str, names: tuple[str, ...]) -> bool:
+    # Only a library the process already imported can have made this client.
+    found = sys.modules.get(module)
+    if found is None:
+        return False
+    classes = tuple(getattr(found, n) for n in names if hasattr(found, n))
+    return bool(classes) and isinstance(client, classes)

@@ -13,12 +13,11 @@ from typing import Any, TypeVar, final
 
 import anyio
 import anyio.lowlevel
-import coredis
 
 from .._errors import MutexReentryError, MutexTimeoutError
 from .._validation import check_callable, check_label, check_timeout_ms
 from ._checks import _check_lease_ms, _check_ms
-from ._client import _call, _check_client
+from ._client import _adapt, _call, _Client, _hash_tag
 from ._errors import LockLostError, LockUnavailableError
 from ._lease import RedisLease, _drift_s, _Turn
 from ._scripts import (
@@ -87,19 +86,28 @@ class RedisMutex:
     lease runs out, whichever comes first. Re-entry by the holding task raises
     :class:`~anyio_mutex.MutexReentryError` at once.
 
-    :param client: a connected ``coredis.Redis`` (used inside ``async with client:``)
+    :param client: a connected client: ``coredis.Redis`` or ``coredis.RedisCluster``
+        (asyncio and trio), or on asyncio ``redis.asyncio.Redis``,
+        ``redis.asyncio.RedisCluster`` or ``valkey.asyncio.Valkey``
     :param name: the lock's name
     :param key_prefix: prepended to every key of this lock, so that an ACL pattern
         such as ``~app:*`` can cover them. The keys are ``<key_prefix>{<name>}:lock``
         (the holder's ``<token>:<fence>:<label>``, with the lease as its TTL),
         ``...:fence`` (the last fence), ``...:wake`` (a list each release pushes to)
         and ``...:released:<token>`` (a marker that lives ``2 * op_timeout_ms``);
-        the hash tag ``{<name>}`` keeps them in one cluster slot.
+        the hash tag ``{<name>}`` keeps them in one cluster slot (a ``}`` in the name
+        is written ``\\]`` and a ``\\`` as ``\\``, so that the tag stays whole).
     :param lease_ms: how long a grant lasts without renewal
     :param label: a name shown in errors and the default owner label
     :param renew_ms: how often ``hold()`` renews (default: a third of the lease)
     :param poll_ms: the longest a waiter blocks before trying again
     :param op_timeout_ms: the deadline of each Redis round trip
+    :param wait_replicas: confirm each grant and each renewal on this many replicas
+        (``WAIT``) before returning it; ``0`` (the default) does not wait. A grant
+        that fewer replicas acknowledge within ``wait_timeout_ms`` is given back and
+        :class:`LockUnavailableError` raised. This narrows the window in which a
+        failover loses a grant; it is not consensus (see the guide).
+    :param wait_timeout_ms: how long ``WAIT`` may take (added to ``op_timeout_ms``)
     """
 
     __slots__ = (
@@ -118,10 +126,10 @@ class RedisMutex:
         "_queue",
         "_renew_s",
         "_renewals",
-        "_scripts",
         "_tag",
         "_timeouts",
         "_turn",
+        "_wait",
         "_waiting",
         "label",
         "name",
@@ -129,7 +137,7 @@ class RedisMutex:
 
     def __init__(
         self,
-        client: coredis.Redis[Any],
+        client: object,
         name: str,
         *,
         lease_ms: float = 10_000,
@@ -138,8 +146,10 @@ class RedisMutex:
         renew_ms: float | None = None,
         poll_ms: float = 1000,
         op_timeout_ms: float = 2000,
+        wait_replicas: int = 0,
+        wait_timeout_ms: float = 1000,
     ) -> None:
-        _check_client(client)
+        adapted = _adapt(client)
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty str, got {name!r}")
         if not isinstance(label, str):
@@ -156,23 +166,36 @@ class RedisMutex:
         op = _check_ms(op_timeout_ms, "op_timeout_ms")
         assert poll is not None
         assert op is not None
-        self._client = client
+        if type(wait_replicas) is not int:
+            raise TypeError(f"wait_replicas must be an int, got {wait_replicas!r}")
+        if wait_replicas < 0:
+            raise ValueError(f"wait_replicas must be >= 0, got {wait_replicas!r}")
+        wait_ms = _check_ms(wait_timeout_ms, "wait_timeout_ms")
+        assert wait_ms is not None
+        if wait_ms == math.inf:
+            raise ValueError(
+                f"wait_timeout_ms must be finite (WAIT 0 waits forever), "
+                f"got {wait_timeout_ms!r}"
+            )
+        if wait_replicas and not adapted.can_wait:
+            raise ValueError(
+                f"wait_replicas={wait_replicas} needs a client that can send WAIT on "
+                f"the connection that wrote; a {adapted.family} cluster client "
+                "cannot: use coredis.RedisCluster"
+            )
+        self._client: _Client = adapted
+        # (replicas, WAIT's timeout in ms), or None: grants are not confirmed.
+        self._wait = (wait_replicas, max(1, int(wait_ms))) if wait_replicas else None
         self.name = name
         self.label = label
         self._lease_ms = int(lease)
         self._renew_s = (renew if renew is not None else lease / 3) / 1000
         self._poll_s = poll / 1000
         self._op_timeout_s = op / 1000
-        self._tag = tag = key_prefix + "{" + name + "}"
+        self._tag = tag = key_prefix + _hash_tag(name)
         self._keys = (f"{tag}:lock", f"{tag}:fence", f"{tag}:wake")
         # How long a release's marker lives: a client's retry comes within one call.
         self._marker_ms = max(1, int(2 * op))
-        self._scripts = (
-            client.register_script(_ACQUIRE),
-            client.register_script(_RELEASE),
-            client.register_script(_RENEW),
-            client.register_script(_OWNER),
-        )
         self._drift_s = _drift_s(self._lease_ms / 1000)
         # One task per process goes to the server (the turn); the others queue here.
         # A turn ends at release, or when its lease runs out locally: the lease is
@@ -187,7 +210,39 @@ class RedisMutex:
     async def _call(
         self, what: str, request: Callable[[], Awaitable[T]], extra_s: float = 0.0
     ) -> T:
-        return await _call(self.name, what, self._op_timeout_s + extra_s, request)
+        return await _call(
+            self._client, self.name, what, self._op_timeout_s + extra_s, request
+        )
+
+    async def _grant(self, token: str, label: str) -> tuple[int, int]:
+        """Run the grant script; with ``wait_replicas``, only a confirmed grant counts.
+
+        :raises LockUnavailableError: if the replicas did not acknowledge in time
+            (the caller gives the grant back: it may have happened)
+        """
+        lock, fence, _ = self._keys
+        args = (token, self._lease_ms, label)
+        if self._wait is None:
+            granted, number = await self._call(
+                "acquire", lambda: self._client.script(_ACQUIRE, (lock, fence), args)
+            )
+            return int(granted), int(number)
+        replicas, wait_ms = self._wait
+        result, confirmed = await self._call(
+            "acquire",
+            lambda: self._client.script_and_wait(
+                _ACQUIRE, (lock, fence), args, replicas, wait_ms
+            ),
+            extra_s=wait_ms / 1000,
+        )
+        if not confirmed:
+            raise LockUnavailableError(
+                self.name,
+                f"the grant was not acknowledged by {replicas} replica(s) "
+                f"within {wait_ms} ms",
+            )
+        granted, number = result
+        return int(granted), int(number)
 
     async def acquire(
         self, *, timeout_ms: float | None = None, label: str | None = None
@@ -327,8 +382,7 @@ class RedisMutex:
         timeout_ms: float | None,
     ) -> tuple[RedisLease, bool]:
         token = secrets.token_hex(16)
-        lock, fence, wake = self._keys
-        acquire_script = self._scripts[0]
+        wake = self._keys[2]
         contended = False
         while True:
             sent_at = anyio.current_time()
@@ -337,12 +391,7 @@ class RedisMutex:
                 granted: int
                 number: int
                 try:
-                    granted, number = await self._call(
-                        "acquire",
-                        lambda: acquire_script(
-                            keys=[lock, fence], args=[token, self._lease_ms, label]
-                        ),
-                    )
+                    granted, number = await self._grant(token, label)
                 except BaseException:
                     # No answer, a refusal, or a native Task.cancel() (which the
                     # shield does not stop). The grant may have happened with its
@@ -403,36 +452,60 @@ class RedisMutex:
                     continue
             await self._call(
                 "wait",
-                lambda: self._client.blpop([wake], timeout=max(block, _MIN_BLOCK_S)),  # noqa: B023
+                lambda: self._client.blpop(wake, max(block, _MIN_BLOCK_S)),  # noqa: B023
                 extra_s=block + _SERVER_TICK_S,
             )
 
     async def _release(self, token: str) -> bool:
         lock, _, wake = self._keys
-        release_script = self._scripts[1]
-        result: int = await self._call(
+        result = await self._call(
             "release",
-            lambda: release_script(
-                keys=[lock, wake, f"{self._tag}:released:{token}"],
-                args=[token, _WAKE_TTL_MS, self._marker_ms],
+            lambda: self._client.script(
+                _RELEASE,
+                (lock, wake, f"{self._tag}:released:{token}"),
+                (token, _WAKE_TTL_MS, self._marker_ms),
             ),
         )
-        return bool(result)
+        return bool(int(result))
 
     async def _renew(self, lease: RedisLease, limit_s: float | None = None) -> bool:
         # limit_s: the answer is of no use after this long (the lease has ended).
-        renew_script = self._scripts[2]
         sent_at = anyio.current_time()
-        timeout_s = self._op_timeout_s if limit_s is None else limit_s
-        result: int = await _call(
-            self.name,
-            "renew",
-            max(0.0, min(self._op_timeout_s, timeout_s)),
-            lambda: renew_script(
-                keys=[self._keys[0]], args=[lease._token, self._lease_ms]
-            ),
-        )
-        if result:
+        bound_s = self._op_timeout_s
+        if self._wait is not None:
+            bound_s += self._wait[1] / 1000
+        timeout_s = bound_s if limit_s is None else min(bound_s, limit_s)
+        keys = (self._keys[0],)
+        args = (lease._token, self._lease_ms)
+        if self._wait is None:
+            result = await _call(
+                self._client,
+                self.name,
+                "renew",
+                max(0.0, timeout_s),
+                lambda: self._client.script(_RENEW, keys, args),
+            )
+        else:
+            replicas, wait_ms = self._wait
+            result, confirmed = await _call(
+                self._client,
+                self.name,
+                "renew",
+                max(0.0, timeout_s),
+                lambda: self._client.script_and_wait(
+                    _RENEW, keys, args, replicas, wait_ms
+                ),
+            )
+            if not confirmed:
+                # Not lost (the key may be ours), but not confirmed either: the
+                # lease's deadline stays where the last confirmed renewal put it.
+                raise LockUnavailableError(
+                    self.name,
+                    f"the renewal was not acknowledged by {replicas} replica(s) "
+                    f"within {wait_ms} ms",
+                )
+            result = int(result)
+        if int(result):
             lease._expires_at = sent_at + self._lease_ms / 1000
             self._renewals += 1
         return bool(result)
@@ -559,7 +632,7 @@ class RedisMutex:
     async def locked(self) -> bool:
         """Ask the server whether anyone holds the lock."""
         return bool(
-            await self._call("locked", lambda: self._client.exists([self._keys[0]]))
+            await self._call("locked", lambda: self._client.exists(self._keys[0]))
         )
 
     async def owner(self) -> str | None:
@@ -568,9 +641,8 @@ class RedisMutex:
         A key that does not hold one of this package's leases (another program's
         value, another type) is reported as ``"(not an anyio_mutex lock: ...)"``.
         """
-        owner_script = self._scripts[3]
         found: list[Any] = await self._call(
-            "owner", lambda: owner_script(keys=[self._keys[0]])
+            "owner", lambda: self._client.script(_OWNER, (self._keys[0],))
         )
         if not found:
             return None

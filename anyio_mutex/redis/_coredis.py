@@ -1,0 +1,104 @@
+"""The adapter of coredis clients: ``coredis.Redis`` and ``coredis.RedisCluster``.
+
+coredis is built on anyio, so this adapter runs on asyncio and trio. A client for a
+Sentinel-managed primary (``Sentinel.primary_for(name)``) is a ``coredis.Redis``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, final
+
+import coredis
+import coredis.exceptions
+
+from ._client import Arg
+
+# coredis turns these error codes into exception classes and drops the code from the
+# message; put it back, so that the message quotes the server's words.
+_ERROR_CODES: tuple[tuple[type[Exception], str], ...] = (
+    (coredis.exceptions.AuthorizationError, "NOPERM"),
+    (coredis.exceptions.ReadOnlyError, "READONLY"),
+    (coredis.exceptions.AuthenticationRequiredError, "NOAUTH"),
+    (coredis.exceptions.AuthenticationFailureError, "WRONGPASS"),
+    (coredis.exceptions.WrongTypeError, "WRONGTYPE"),
+    (coredis.exceptions.NoScriptError, "NOSCRIPT"),
+)
+_UNAVAILABLE: tuple[type[BaseException], ...] = (coredis.exceptions.ConnectionError,)
+
+
+@final
+class _Coredis:
+    __slots__ = ("_client", "_scripts", "can_wait", "cluster", "family")
+
+    def __init__(self, client: Any, cluster: bool) -> None:
+        self._client = client
+        self.family = "coredis"
+        self.cluster = cluster
+        self.can_wait = True
+        self._scripts: dict[str, Any] = {}
+
+    def _script(self, source: str) -> Any:
+        found = self._scripts.get(source)
+        if found is None:
+            found = self._scripts[source] = self._client.register_script(source)
+        return found
+
+    async def script(
+        self, source: str, keys: Sequence[str], args: Sequence[Arg] = ()
+    ) -> Any:
+        return await self._script(source)(keys=keys, args=args)
+
+    async def script_and_wait(
+        self,
+        source: str,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        replicas: int,
+        timeout_ms: int,
+    ) -> tuple[Any, bool]:
+        # coredis sends WAIT on the connection that ran the command, and raises
+        # ReplicationError when fewer replicas acknowledged.
+        try:
+            with self._client.ensure_replication(replicas, timeout_ms):
+                result = await self._script(source)(keys=keys, args=args)
+        except coredis.exceptions.ReplicationError:
+            return None, False
+        return result, True
+
+    async def blpop(self, key: str, timeout_s: float) -> None:
+        await self._client.blpop([key], timeout=timeout_s)
+
+    async def exists(self, key: str) -> int:
+        return int(await self._client.exists([key]))
+
+    async def set(self, key: str, value: str | bytes, px_ms: int | None) -> None:
+        await self._client.set(key, value, px=px_ms)
+
+    async def delete(self, key: str) -> int:
+        return int(await self._client.delete([key]))
+
+    async def publish(self, channel: str, message: str) -> int:
+        return int(await self._client.publish(channel, message))
+
+    def unavailable_errors(self) -> tuple[type[BaseException], ...]:
+        return _UNAVAILABLE
+
+    def refusal_words(self, exc: BaseException) -> str | None:
+        if not isinstance(exc, coredis.exceptions.RedisError) or isinstance(
+            exc, _UNAVAILABLE
+        ):
+            return None
+        text = str(exc)
+        for cls, code in _ERROR_CODES:
+            if isinstance(exc, cls) and not text.startswith(code):
+                return f"{code} {text}"
+        return text
+
+
+def _adapt_coredis(client: object) -> _Coredis | None:
+    if isinstance(client, coredis.Redis):
+        return _Coredis(client, cluster=False)
+    if isinstance(client, coredis.RedisCluster):
+        return _Coredis(client, cluster=True)
+    return None

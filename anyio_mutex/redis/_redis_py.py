@@ -1,0 +1,143 @@
+"""The adapter of redis-py's asyncio clients (and of valkey-py's, its fork).
+
+``redis.asyncio.Redis`` and ``redis.asyncio.RedisCluster`` run on asyncio only: on
+any other event loop this adapter raises a TypeError that says to use coredis, at
+construction when a loop is running, else at the first call. valkey-py keeps
+redis-py's API under other names, so ``_valkey_py.py`` reuses this adapter.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Any, final
+
+from ._client import Arg, _on_asyncio, _require_asyncio
+
+
+@final
+class _RedisPy:
+    __slots__ = (
+        "_checked",
+        "_client",
+        "_codes",
+        "_errors",
+        "_scripts",
+        "_unavailable",
+        "can_wait",
+        "cluster",
+        "family",
+    )
+
+    def __init__(self, client: Any, family: str, errors: Any, cluster: bool) -> None:
+        self._client = client
+        self.family = family
+        self.cluster = cluster
+        # WAIT must run on the connection that wrote: a pipeline gives us one. A
+        # cluster pipeline would route the keyless WAIT to some node: not offered.
+        self.can_wait = not cluster
+        self._errors = errors  # the library's exceptions module
+        self._scripts: dict[str, Any] = {}
+        self._unavailable: tuple[type[BaseException], ...] = (
+            errors.ConnectionError,
+            errors.TimeoutError,
+        )
+        # The library turns these codes into classes and drops the code from the
+        # message: put it back, so that the message quotes the server's words.
+        self._codes: tuple[tuple[type[BaseException], str], ...] = tuple(
+            (getattr(errors, cls), code)
+            for cls, code in (
+                ("NoPermissionError", "NOPERM"),
+                ("ReadOnlyError", "READONLY"),
+                ("OutOfMemoryError", "OOM"),
+                ("NoScriptError", "NOSCRIPT"),
+                ("AuthenticationError", "WRONGPASS"),
+                ("AuthorizationError", "NOPERM"),
+            )
+            if hasattr(errors, cls)
+        )
+        self._checked = False
+        if _on_asyncio() is not None:
+            self._check()
+
+    def _check(self) -> None:
+        _require_asyncio(self.family)
+        self._checked = True
+
+    def _script(self, source: str) -> Any:
+        found = self._scripts.get(source)
+        if found is None:
+            found = self._scripts[source] = self._client.register_script(source)
+        return found
+
+    async def script(
+        self, source: str, keys: Sequence[str], args: Sequence[Arg] = ()
+    ) -> Any:
+        if not self._checked:
+            self._check()
+        return await self._script(source)(keys=list(keys), args=list(args))
+
+    async def script_and_wait(
+        self,
+        source: str,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        replicas: int,
+        timeout_ms: int,
+    ) -> tuple[Any, bool]:
+        if not self._checked:
+            self._check()
+        # One pipeline is one connection: WAIT counts the script's writes.
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.eval(source, len(keys), *keys, *args)
+            pipe.wait(replicas, timeout_ms)
+            result, acknowledged = await pipe.execute()
+        return result, int(acknowledged) >= replicas
+
+    async def blpop(self, key: str, timeout_s: float) -> None:
+        if not self._checked:
+            self._check()
+        await self._client.blpop([key], timeout=timeout_s)
+
+    async def exists(self, key: str) -> int:
+        if not self._checked:
+            self._check()
+        return int(await self._client.exists(key))
+
+    async def set(self, key: str, value: str | bytes, px_ms: int | None) -> None:
+        if not self._checked:
+            self._check()
+        await self._client.set(key, value, px=px_ms)
+
+    async def delete(self, key: str) -> int:
+        if not self._checked:
+            self._check()
+        return int(await self._client.delete(key))
+
+    async def publish(self, channel: str, message: str) -> int:
+        if not self._checked:
+            self._check()
+        return int(await self._client.publish(channel, message))
+
+    def unavailable_errors(self) -> tuple[type[BaseException], ...]:
+        return self._unavailable
+
+    def refusal_words(self, exc: BaseException) -> str | None:
+        text = str(exc)
+        for cls, code in self._codes:
+            if isinstance(exc, cls):
+                return text if text.startswith(code) else f"{code} {text}"
+        if isinstance(exc, self._errors.ResponseError):
+            return text
+        return None
+
+
+def _adapt_redis_py(client: object, package: str, family: str) -> _RedisPy:
+    cluster_module = importlib.import_module(f"{package}.asyncio.cluster")
+    errors = importlib.import_module(f"{package}.exceptions")
+    cluster_classes = tuple(
+        getattr(cluster_module, name)
+        for name in ("RedisCluster", "ValkeyCluster")
+        if hasattr(cluster_module, name)
+    )
+    return _RedisPy(client, family, errors, cluster=isinstance(client, cluster_classes))
