@@ -102,9 +102,16 @@ class RedisServer:
         return False
 
     def command(self, *args: str) -> bytes:
-        """Send one inline command with a plain socket (independent of coredis)."""
+        """Send one command with a plain socket (independent of any client library).
+
+        Sent as a RESP array, so arguments may hold spaces and quotes.
+        """
+        request = f"*{len(args)}\r\n".encode()
+        for arg in args:
+            data = arg.encode()
+            request += b"$%d\r\n%s\r\n" % (len(data), data)
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall((" ".join(args) + "\r\n").encode())
+            s.sendall(request)
             return s.recv(65536)
 
     def commands_processed(self) -> int:
@@ -225,3 +232,62 @@ def dedicated_server_fixture(*extra: str) -> Any:
         srv.stop()
 
     return dedicated_server
+
+
+# Every client family RedisMutex and RedisRefreshCache accept, with the backends it
+# runs on: the asyncio-only libraries are never paired with trio (those pairs are not
+# generated at all, rather than skipped). Use as
+# ``@over_clients`` on a test taking ``family``; it overrides ``anyio_backend``.
+FAMILIES = ("coredis", "redis-py", "valkey-py")
+ASYNCIO_ONLY = ("redis-py", "valkey-py")
+
+
+def client_matrix() -> list[Any]:
+    import pytest
+
+    from .conftest import BACKENDS
+
+    params = []
+    for backend in BACKENDS:
+        (name, _options), backend_id = backend.values[0], backend.id
+        for family in FAMILIES:
+            if family in ASYNCIO_ONLY and name != "asyncio":
+                continue
+            if family in ASYNCIO_ONLY and "uvloop" in str(backend_id):
+                continue  # the same loop API as plain asyncio: one run is enough
+            params.append(
+                pytest.param(backend.values[0], family, id=f"{backend_id}-{family}")
+            )
+    return params
+
+
+def over_clients(test: Any) -> Any:
+    import pytest
+
+    return pytest.mark.parametrize(("anyio_backend", "family"), client_matrix())(test)
+
+
+@contextlib.asynccontextmanager
+async def connect_as(
+    server: RedisServer | int, family: str, **options: Any
+) -> AsyncIterator[Any]:
+    """A connected client of ``family`` ("coredis", "redis-py", "valkey-py")."""
+    port = server if isinstance(server, int) else server.port
+    if family == "coredis":
+        async with connect(port, **options) as client:
+            yield client
+        return
+    if family == "redis-py":
+        import redis.asyncio
+
+        other: Any = redis.asyncio.Redis(host="127.0.0.1", port=port, **options)
+    elif family == "valkey-py":
+        import valkey.asyncio
+
+        other = valkey.asyncio.Valkey(host="127.0.0.1", port=port, **options)
+    else:  # pragma: no cover
+        raise ValueError(family)
+    try:
+        yield other
+    finally:
+        await other.aclose()

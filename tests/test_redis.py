@@ -28,6 +28,8 @@ from anyio_mutex.redis import (
 from ._redis_server import (
     RedisServer,
     connect,
+    connect_as,
+    over_clients,
     server_fixture,
     start_server,
     unique,
@@ -41,9 +43,16 @@ WORKER = Path(__file__).with_name("redis_worker.py")
 server = server_fixture()
 
 
-async def test_exclusion_across_several_clients(server: RedisServer) -> None:
+@over_clients
+async def test_exclusion_across_several_clients(
+    server: RedisServer, family: str
+) -> None:
     name = unique("excl")
-    async with connect(server) as a, connect(server) as b, connect(server) as c:
+    async with (
+        connect_as(server, family) as a,
+        connect_as(server, family) as b,
+        connect_as(server, family) as c,
+    ):
         inside = 0
 
         async def worker(client: coredis.Redis[bytes], i: int) -> None:
@@ -138,11 +147,13 @@ async def test_three_processes_exclude_each_other_and_fetch_once(
         assert int(await client.get(f"fetches:{name}") or 0) == 1
 
 
+@over_clients
 async def test_fencing_tokens_strictly_increase_even_after_expiry_takeover(
     server: RedisServer,
+    family: str,
 ) -> None:
     name = unique("fence")
-    async with connect(server) as a, connect(server) as b:
+    async with connect_as(server, family) as a, connect_as(server, family) as b:
         first = RedisMutex(a, name, lease_ms=150)
         second = RedisMutex(b, name, lease_ms=5000)
         fences = []
@@ -164,11 +175,13 @@ async def test_fencing_tokens_strictly_increase_even_after_expiry_takeover(
         await taken.release()
 
 
+@over_clients
 async def test_renewal_keeps_a_long_body_and_never_bumps_the_fence(
     server: RedisServer,
+    family: str,
 ) -> None:
     name = unique("long")
-    async with connect(server) as a, connect(server) as b:
+    async with connect_as(server, family) as a, connect_as(server, family) as b:
         mutex = RedisMutex(a, name, lease_ms=300, renew_ms=100)
         other = RedisMutex(b, name)
         async with mutex.hold(label="long job") as lease:
@@ -197,11 +210,12 @@ async def test_renewal_stops_after_release(server: RedisServer) -> None:
 
 
 @pytest.mark.parametrize("how", ["deleted", "stolen"])
+@over_clients
 async def test_lost_key_cancels_the_body_and_raises(
-    server: RedisServer, how: str
+    server: RedisServer, family: str, how: str
 ) -> None:
     name = unique("lost")
-    async with connect(server) as a, connect(server) as b:
+    async with connect_as(server, family) as a, connect_as(server, family) as b:
         mutex = RedisMutex(a, name, lease_ms=600, renew_ms=50)
         entered = anyio.Event()
         finished = False
@@ -210,7 +224,7 @@ async def test_lost_key_cancels_the_body_and_raises(
             await entered.wait()
             lock_key = "{" + name + "}:lock"
             if how == "deleted":
-                await b.delete([lock_key])
+                server.command("DEL", lock_key)
             else:
                 await b.set(lock_key, "someone-else:999:thief")
 
@@ -231,9 +245,12 @@ async def test_lost_key_cancels_the_body_and_raises(
         assert mutex.statistics().lost == 1
 
 
-async def test_cancelled_body_frees_the_key_at_once(server: RedisServer) -> None:
+@over_clients
+async def test_cancelled_body_frees_the_key_at_once(
+    server: RedisServer, family: str
+) -> None:
     name = unique("cancel")
-    async with connect(server) as client:
+    async with connect_as(server, family) as client:
         mutex = RedisMutex(client, name, lease_ms=30_000)
         with anyio.CancelScope() as scope:
             async with mutex.hold():
@@ -244,13 +261,15 @@ async def test_cancelled_body_frees_the_key_at_once(server: RedisServer) -> None
         assert not await mutex.locked()  # not 30 s later: now
 
 
+@over_clients
 async def test_cancelled_while_the_grant_is_in_flight_gives_it_back(
     server: RedisServer,
+    family: str,
 ) -> None:
     # The grant round trip is shielded: a cancellation that arrives meanwhile must
     # neither leave a key held by no one nor swallow the cancellation.
     name = unique("inflight")
-    async with connect(server) as client:
+    async with connect_as(server, family) as client:
         mutex = RedisMutex(client, name, lease_ms=30_000)
         outcome: list[str] = []
         scope = anyio.CancelScope()
@@ -269,16 +288,18 @@ async def test_cancelled_while_the_grant_is_in_flight_gives_it_back(
                 await anyio.wait_all_tasks_blocked()  # parked in the grant round trip
                 scope.cancel()
         assert outcome == ["cancelled=True"]
-        assert await client.exists(["{" + name + "}:fence"]) == 1  # it was granted
+        assert server.command("EXISTS", "{" + name + "}:fence") == b":1\r\n"  # granted
         assert not await mutex.locked()  # and given back at once
         assert mutex.statistics().total_acquisitions == 0
 
 
+@over_clients
 async def test_stale_release_leaves_the_new_holders_key_intact(
     server: RedisServer,
+    family: str,
 ) -> None:
     name = unique("stale")
-    async with connect(server) as a, connect(server) as b:
+    async with connect_as(server, family) as a, connect_as(server, family) as b:
         old = await RedisMutex(a, name, lease_ms=100).acquire(label="old")
         new_mutex = RedisMutex(b, name, lease_ms=30_000)
         new = await new_mutex.acquire(label="new", timeout_ms=5000)
@@ -290,9 +311,12 @@ async def test_stale_release_leaves_the_new_holders_key_intact(
             await new.release()
 
 
-async def test_waiter_is_woken_by_release_not_by_polling(server: RedisServer) -> None:
+@over_clients
+async def test_waiter_is_woken_by_release_not_by_polling(
+    server: RedisServer, family: str
+) -> None:
     name = unique("wake")
-    async with connect(server) as a, connect(server) as b:
+    async with connect_as(server, family) as a, connect_as(server, family) as b:
         holder = RedisMutex(a, name, lease_ms=30_000)
         waiter = RedisMutex(b, name, lease_ms=30_000, poll_ms=30_000)
         lease = await holder.acquire()
@@ -352,9 +376,12 @@ async def test_waiting_sends_a_bounded_number_of_commands(
         await lease.release()
 
 
-async def test_timeout_reports_real_wait_and_owner(server: RedisServer) -> None:
+@over_clients
+async def test_timeout_reports_real_wait_and_owner(
+    server: RedisServer, family: str
+) -> None:
     name = unique("timeout")
-    async with connect(server) as a, connect(server) as b:
+    async with connect_as(server, family) as a, connect_as(server, family) as b:
         lease = await RedisMutex(a, name, lease_ms=30_000).acquire(label="batch")
         with pytest.raises(MutexTimeoutError) as exc_info:
             await RedisMutex(b, name).acquire(timeout_ms=300)
@@ -367,11 +394,13 @@ async def test_timeout_reports_real_wait_and_owner(server: RedisServer) -> None:
         await lease.release()
 
 
+@over_clients
 async def test_local_tasks_share_one_waiter_and_are_all_served(
     server: RedisServer,
+    family: str,
 ) -> None:
     name = unique("local")
-    async with connect(server) as client:
+    async with connect_as(server, family) as client:
         mutex = RedisMutex(client, name, lease_ms=5000)
         order: list[int] = []
 
@@ -410,11 +439,13 @@ async def test_server_killed_mid_hold_gives_a_clear_error_not_a_hang() -> None:
         server.stop()
 
 
+@over_clients
 async def test_refresh_cache_uses_redis_values_and_never_caches_errors(
     server: RedisServer,
+    family: str,
 ) -> None:
     key = unique("cache")
-    async with connect(server) as a, connect(server) as b:
+    async with connect_as(server, family) as a, connect_as(server, family) as b:
         first: RedisRefreshCache[dict[str, int]] = RedisRefreshCache(a, ttl_s=60)
         second: RedisRefreshCache[dict[str, int]] = RedisRefreshCache(b, ttl_s=60)
         calls = 0
@@ -436,7 +467,7 @@ async def test_refresh_cache_uses_redis_values_and_never_caches_errors(
         ttl = await a.pttl("anyio_mutex:cache:" + key)
         assert 59_000 < ttl <= 60_000
         await first.invalidate(key)
-        assert await a.exists(["anyio_mutex:cache:" + key]) == 0
+        assert server.command("EXISTS", "anyio_mutex:cache:" + key) == b":0\r\n"
         assert await first.get_or_refresh(key, fetch) == {"n": 2}
 
 

@@ -22,7 +22,14 @@ from anyio_mutex.redis import (
     key_to_str,
 )
 
-from ._redis_server import RedisServer, connect, server_fixture, unique
+from ._redis_server import (
+    RedisServer,
+    connect,
+    connect_as,
+    over_clients,
+    server_fixture,
+    unique,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -45,11 +52,13 @@ def load_price(data: str | bytes) -> Price:
     return Price(fields["sku"], fields["cents"], tuple(fields["tags"]))
 
 
+@over_clients
 async def test_custom_dumps_loads_round_trip_a_dataclass_across_clients(
     server: RedisServer,
+    family: str,
 ) -> None:
     prefix = unique("price") + ":"
-    async with connect(server) as a, connect(server) as b:
+    async with connect_as(server, family) as a, connect_as(server, family) as b:
         caches: list[RedisRefreshCache[Price]] = [
             RedisRefreshCache(c, prefix=prefix, dumps=dump_price, loads=load_price)
             for c in (a, b)
@@ -65,14 +74,18 @@ async def test_custom_dumps_loads_round_trip_a_dataclass_across_clients(
         assert got == price
         assert isinstance(got.tags, tuple)
         assert caches[1].statistics().fetches == 0
-        assert await a.exists([prefix + "('sku', 1)"]) == 1  # repr(key), documented
+        assert (
+            server.command("EXISTS", prefix + "('sku', 1)") == b":1\r\n"
+        )  # repr(key), documented
 
 
+@over_clients
 async def test_json_default_gives_every_process_the_same_value(
     server: RedisServer,
+    family: str,
 ) -> None:
     prefix = unique("json") + ":"
-    async with connect(server) as a, connect(server) as b:
+    async with connect_as(server, family) as a, connect_as(server, family) as b:
         first: RedisRefreshCache[Any] = RedisRefreshCache(a, prefix=prefix)
         second: RedisRefreshCache[Any] = RedisRefreshCache(b, prefix=prefix)
 
@@ -88,13 +101,18 @@ async def test_json_default_gives_every_process_the_same_value(
 
         with pytest.raises(TypeError, match="not JSON serializable"):
             await first.get_or_refresh("set", not_json)
-        assert await a.exists([prefix + "set"]) == 0  # nothing stored, nothing held
+        assert (
+            server.command("EXISTS", prefix + "set") == b":0\r\n"
+        )  # nothing stored, nothing held
         assert not await RedisMutex(a, "set:refresh", key_prefix=prefix).locked()
 
 
-async def test_statistics_count_local_and_remote_work(server: RedisServer) -> None:
+@over_clients
+async def test_statistics_count_local_and_remote_work(
+    server: RedisServer, family: str
+) -> None:
     prefix = unique("stats") + ":"
-    async with connect(server) as a, connect(server) as b:
+    async with connect_as(server, family) as a, connect_as(server, family) as b:
         first: RedisRefreshCache[int] = RedisRefreshCache(a, prefix=prefix)
         second: RedisRefreshCache[int] = RedisRefreshCache(b, prefix=prefix)
 
@@ -118,11 +136,13 @@ async def test_statistics_count_local_and_remote_work(server: RedisServer) -> No
             one.fetches = 0  # type: ignore[misc]
 
 
+@over_clients
 async def test_waiting_for_another_process_is_bounded_by_timeout_ms(
     server: RedisServer,
+    family: str,
 ) -> None:
     prefix = unique("wait") + ":"
-    async with connect(server) as a:
+    async with connect_as(server, family) as a:
         cache: RedisRefreshCache[int] = RedisRefreshCache(
             a, prefix=prefix, timeout_ms=100
         )
@@ -140,8 +160,11 @@ async def test_waiting_for_another_process_is_bounded_by_timeout_ms(
         await other.release()
 
 
-async def test_op_timeout_bounds_a_stalled_server(server: RedisServer) -> None:
-    async with connect(server) as a:
+@over_clients
+async def test_op_timeout_bounds_a_stalled_server(
+    server: RedisServer, family: str
+) -> None:
+    async with connect_as(server, family) as a:
         cache: RedisRefreshCache[int] = RedisRefreshCache(
             a, prefix=unique("stall") + ":", op_timeout_ms=100
         )

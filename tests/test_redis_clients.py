@@ -1,0 +1,62 @@
+"""Client families (issue 9): an asyncio-only client under trio fails clearly.
+
+The behaviour of every family is covered by the mutex and cache tests, which run
+over all of them (``over_clients`` in tests/_redis_server.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+import redis.asyncio
+import valkey.asyncio
+
+from anyio_mutex.redis import RedisMutex, RedisRefreshCache
+
+from ._redis_server import RedisServer, server_fixture, unique
+
+server = server_fixture()
+
+TRIO_ONLY = [pytest.param(("trio", {}), id="trio")]
+
+
+def asyncio_only_clients(port: int) -> list[Any]:
+    return [
+        redis.asyncio.Redis(host="127.0.0.1", port=port),
+        valkey.asyncio.Valkey(host="127.0.0.1", port=port),
+    ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", TRIO_ONLY)
+@pytest.mark.parametrize("make", [RedisMutex, RedisRefreshCache])
+async def test_asyncio_only_client_under_trio_fails_at_construction(
+    server: RedisServer, make: Any
+) -> None:
+    for client in asyncio_only_clients(server.port):
+        args = (client, unique("trio")) if make is RedisMutex else (client,)
+        with pytest.raises(TypeError) as exc_info:
+            make(*args)
+        message = str(exc_info.value)
+        assert "runs on asyncio only" in message
+        assert "coredis.Redis" in message
+        assert "pip install 'anyio_mutex[redis]'" in message
+
+
+def test_asyncio_only_client_made_outside_a_loop_fails_at_first_use(
+    server: RedisServer,
+) -> None:
+    # No event loop at construction: the backend is not known yet, so the check
+    # runs at the first call instead, before anything is sent.
+    client = redis.asyncio.Redis(host="127.0.0.1", port=server.port)
+    mutex = RedisMutex(client, unique("later"))
+
+    async def use() -> None:
+        with anyio.fail_after(5):
+            await mutex.acquire()
+
+    with pytest.raises(TypeError, match="runs on asyncio only"):
+        anyio.run(use, backend="trio")
+    assert server.command("KEYS", "*later*") == b"*0\r\n"  # nothing was sent
