@@ -291,3 +291,118 @@ async def connect_as(
         yield other
     finally:
         await other.aclose()
+
+
+SLOT_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))
+
+
+class RedisClusterServers:
+    """Three primaries of one Redis Cluster, from the same binary, on loopback.
+
+    Slots are assigned here (``CLUSTER ADDSLOTSRANGE``), the nodes introduced with
+    ``CLUSTER MEET``, and ``start()`` returns once every node reports
+    ``cluster_state:ok`` (a bounded poll).
+    """
+
+    def __init__(self, binary: str) -> None:
+        self.nodes: list[RedisServer] = []
+        for _ in SLOT_RANGES:
+            bus = free_port()  # the cluster bus: its own free port, not port + 10000
+            self.nodes.append(
+                RedisServer(
+                    binary,
+                    "--cluster-enabled", "yes",
+                    "--cluster-port", str(bus),
+                    "--cluster-node-timeout", "2000",
+                )  # fmt: skip
+            )
+            self.nodes[-1].bus_port = bus  # type: ignore[attr-defined]
+        for node in self.nodes:  # each node's config file in its own temp dir
+            node.extra = (
+                *node.extra,
+                "--cluster-config-file",
+                os.path.join(node._dir, "nodes.conf"),
+            )
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    def start(self, timeout: float = 30.0) -> RedisClusterServers:
+        for node in self.nodes:
+            node.start()
+        for node, (first, last) in zip(self.nodes, SLOT_RANGES):
+            reply = node.command("CLUSTER", "ADDSLOTSRANGE", str(first), str(last))
+            assert reply.startswith(b"+OK"), reply
+        for node in self.nodes[1:]:
+            reply = self.nodes[0].command(
+                "CLUSTER",
+                "MEET",
+                "127.0.0.1",
+                str(node.port),
+                str(node.bus_port),  # type: ignore[attr-defined]
+            )
+            assert reply.startswith(b"+OK"), reply
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(
+                b"cluster_state:ok" in n.command("CLUSTER", "INFO")
+                and n.command("CLUSTER", "INFO").count(b"cluster_known_nodes:3")
+                for n in self.nodes
+            ):
+                return self
+            time.sleep(0.05)  # polling processes we started: not test synchronisation
+        self.stop()
+        raise RuntimeError(f"the cluster did not reach cluster_state:ok in {timeout} s")
+
+    def keyslot(self, key: str) -> int:
+        reply = self.nodes[0].command("CLUSTER", "KEYSLOT", key)
+        return int(reply[1:].split(b"\r\n")[0])
+
+    def node_of(self, key: str) -> int:
+        slot = self.keyslot(key)
+        return next(i for i, (a, b) in enumerate(SLOT_RANGES) if a <= slot <= b)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def cluster_fixture() -> Any:
+    """A session-scoped ``cluster`` fixture: three primaries shared by the suite."""
+    import pytest
+
+    @pytest.fixture(scope="session")
+    def cluster() -> Iterator[RedisClusterServers]:
+        binary = find_server_binary()
+        if binary is None:
+            pytest.fail(HOW_TO_GET_ONE)
+        servers = RedisClusterServers(binary).start()
+        yield servers
+        servers.stop()
+
+    return cluster
+
+
+@contextlib.asynccontextmanager
+async def connect_cluster(
+    cluster: RedisClusterServers, family: str
+) -> AsyncIterator[Any]:
+    """A connected cluster client of ``family`` ("coredis", "redis-py", "valkey-py")."""
+    if family == "coredis":
+        client: Any = coredis.RedisCluster(host="127.0.0.1", port=cluster.port)
+        async with client:
+            yield client
+        return
+    if family == "redis-py":
+        import redis.asyncio
+
+        client = redis.asyncio.RedisCluster(host="127.0.0.1", port=cluster.port)
+    else:
+        import valkey.asyncio
+
+        client = valkey.asyncio.ValkeyCluster(host="127.0.0.1", port=cluster.port)
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -4,7 +4,8 @@
     python tests/redis_worker.py stampede PORT KEY N BACKEND    # N concurrent cache calls
     python tests/redis_worker.py both     PORT NAME N BACKEND   # both at once (5N calls)
 
-BACKEND is asyncio, trio or asyncio+uvloop.
+BACKEND is asyncio, trio or asyncio+uvloop. PORT may be ``cluster:PORT``: a Redis
+Cluster reached through one of its nodes (a coredis.RedisCluster client).
 
 Each first pops a token from the list "go:<name>" (BLPOP), which the test fills once
 every worker is running, so the processes start together.
@@ -13,6 +14,7 @@ every worker is running, so the processes start together.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import anyio
 import coredis
@@ -55,8 +57,13 @@ async def stampede(client: coredis.Redis[bytes], key: str, n: int) -> None:
     print(f"results={sorted(set(results))} count={len(results)}")
 
 
-async def main(mode: str, port: int, name: str, n: int) -> None:
-    client: coredis.Redis[bytes] = coredis.Redis(host="127.0.0.1", port=port)
+async def main(mode: str, port: str, name: str, n: int) -> None:
+    kind, _, number = port.rpartition(":")
+    client: Any = (
+        coredis.RedisCluster(host="127.0.0.1", port=int(number))
+        if kind == "cluster"
+        else coredis.Redis(host="127.0.0.1", port=int(number))
+    )
     async with client:
         await wait_for_go(client, name)
         if mode == "both":
@@ -72,5 +79,5 @@ if __name__ == "__main__":
     name_, _, extra = backend.partition("+")  # "asyncio+uvloop": asyncio on uvloop
     options = {"use_uvloop": True} if extra == "uvloop" else {}
     anyio.run(
-        main, mode, int(port), name, int(n), backend=name_, backend_options=options
+        main, mode, port, name, int(n), backend=name_, backend_options=options
     )

@@ -1,0 +1,158 @@
+"""RedisMutex and RedisRefreshCache on a real Redis Cluster of three primaries (issue 9).
+
+The suite starts the cluster itself (tests/_redis_server.py: one binary, slots
+assigned with CLUSTER ADDSLOTSRANGE, nodes joined with CLUSTER MEET), once per session.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from anyio_mutex import MutexTimeoutError
+from anyio_mutex.redis import RedisMutex
+
+from ._redis_server import (
+    RedisClusterServers,
+    cluster_fixture,
+    connect_cluster,
+    over_clients,
+    unique,
+)
+
+pytestmark = pytest.mark.anyio
+
+WORKER = Path(__file__).with_name("redis_worker.py")
+
+cluster = cluster_fixture()
+
+
+def names_on_every_node(cluster: RedisClusterServers, stem: str) -> list[str]:
+    """One lock name per primary; each holds a brace, the first starts with ``}``
+    (which, before issue 9, split a lock's keys across slots)."""
+    found: dict[int, str] = {}
+    shapes = ("}%s-%d", "%s}-%d", "{%s-%d", "a}b{%s-%d")
+    for i in range(200):
+        name = shapes[len(found) % len(shapes)] % (stem, i)
+        node = cluster.node_of(_lock_key(name))
+        found.setdefault(node, name)
+        if len(found) == 3:
+            return [found[i] for i in range(3)]
+    raise AssertionError("no names found on all three nodes")  # pragma: no cover
+
+
+def _lock_key(name: str) -> str:
+    # The documented key layout: <prefix>{<name, '\' and '}' escaped>}:lock
+    return "{" + name.replace("\\", "\\\\").replace("}", "\\]") + "}:lock"
+
+
+@over_clients
+async def test_locks_in_three_slots_on_three_nodes(
+    cluster: RedisClusterServers, family: str
+) -> None:
+    names = names_on_every_node(cluster, unique("slots"))
+    assert any(name.startswith("}") for name in names)
+    async with (
+        connect_cluster(cluster, family) as a,
+        connect_cluster(cluster, family) as b,
+    ):
+        for name in names:
+            first = RedisMutex(a, name, lease_ms=10_000)
+            second = RedisMutex(b, name, lease_ms=10_000)
+            # Every key of one lock in one slot, whatever braces the name holds.
+            assert first._keys[0] == _lock_key(name)
+            slots = {cluster.keyslot(key) for key in (*first._keys, first._tag + ":x")}
+            assert len(slots) == 1, (name, first._keys, slots)
+            with anyio.fail_after(10):
+                lease = await first.acquire(label=f"first {name}")
+                with pytest.raises(MutexTimeoutError) as exc_info:
+                    await second.acquire(timeout_ms=0)
+                assert exc_info.value.owner == f"first {name}"
+                assert await second.locked()
+                await lease.release()
+                again = await second.acquire()
+                assert again.fence > lease.fence
+                await again.release()
+                assert not await first.locked()
+        assert {cluster.node_of(_lock_key(n)) for n in names} == {0, 1, 2}
+
+
+@over_clients
+async def test_waiter_on_the_cluster_is_woken_by_release(
+    cluster: RedisClusterServers, family: str
+) -> None:
+    name = "}" + unique("wake")
+    async with (
+        connect_cluster(cluster, family) as a,
+        connect_cluster(cluster, family) as b,
+    ):
+        holder = RedisMutex(a, name, lease_ms=30_000)
+        waiter = RedisMutex(b, name, lease_ms=30_000, poll_ms=30_000)
+        lease = await holder.acquire()
+        got = anyio.Event()
+
+        async def wait() -> None:
+            second = await waiter.acquire(timeout_ms=20_000)
+            got.set()
+            await second.release()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.sleep(0.2)  # the waiter is blocked at the server now
+            released_at = anyio.current_time()
+            await lease.release()
+            with anyio.fail_after(5):  # without the wake-up this would take 30 s
+                await got.wait()
+            # Generous for a loaded 2-core machine; polling would take 30 s.
+            assert anyio.current_time() - released_at < 2
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("asyncio", {}), id="asyncio"), pytest.param(("trio", {}), id="trio")],
+)
+async def test_cross_process_stampede_on_the_cluster_fetches_once(
+    cluster: RedisClusterServers, anyio_backend: Any
+) -> None:
+    # Three worker processes, 50 concurrent callers each, one key: one fetch.
+    key = unique("stampede")
+    backend = anyio_backend[0]
+    command = [
+        sys.executable, str(WORKER), "stampede", f"cluster:{cluster.port}",
+        key, "50", backend,
+    ]  # fmt: skip
+    processes = await anyio.to_thread.run_sync(
+        lambda: [
+            subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(3)
+        ]
+    )
+    try:
+        for proc in processes:
+            assert proc.stdout is not None
+            line = await anyio.to_thread.run_sync(proc.stdout.readline)
+            assert line.strip() == "ready", line + (
+                proc.stderr.read() if proc.stderr else ""
+            )
+        async with connect_cluster(cluster, "coredis") as client:
+            await client.rpush(f"go:{key}", ["go"] * 3)
+            outputs = []
+            for proc in processes:
+                out, err = await anyio.to_thread.run_sync(
+                    lambda p=proc: p.communicate(timeout=60)
+                )
+                assert proc.returncode == 0, err
+                outputs.append(out)
+            assert all("results=[42] count=50" in out for out in outputs), outputs
+            assert int(await client.get(f"fetches:{key}") or 0) == 1
+    finally:
+        for proc in processes:
+            if proc.poll() is None:
+                proc.kill()
