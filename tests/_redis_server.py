@@ -56,6 +56,7 @@ class RedisServer:
         self.binary = binary
         self.extra = extra  # more server options, e.g. "--maxmemory", "2mb"
         self.port = 0
+        self.bus_port = 0  # a cluster node's bus port (see RedisClusterServers)
         self.process: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.mkdtemp(prefix="anyio-mutex-redis-")
 
@@ -308,15 +309,10 @@ class RedisClusterServers:
         self.nodes: list[RedisServer] = []
         for _ in SLOT_RANGES:
             bus = free_port()  # the cluster bus: its own free port, not port + 10000
-            self.nodes.append(
-                RedisServer(
-                    binary,
-                    "--cluster-enabled", "yes",
-                    "--cluster-port", str(bus),
-                    "--cluster-node-timeout", "2000",
-                )  # fmt: skip
-            )
-            self.nodes[-1].bus_port = bus  # type: ignore[attr-defined]
+            options = ("--cluster-enabled", "yes", "--cluster-port", str(bus))
+            node = RedisServer(binary, *options, "--cluster-node-timeout", "2000")
+            node.bus_port = bus
+            self.nodes.append(node)
         for node in self.nodes:  # each node's config file in its own temp dir
             node.extra = (
                 *node.extra,
@@ -331,7 +327,7 @@ class RedisClusterServers:
     def start(self, timeout: float = 30.0) -> RedisClusterServers:
         for node in self.nodes:
             node.start()
-        for node, (first, last) in zip(self.nodes, SLOT_RANGES):
+        for node, (first, last) in zip(self.nodes, SLOT_RANGES, strict=True):
             reply = node.command("CLUSTER", "ADDSLOTSRANGE", str(first), str(last))
             assert reply.startswith(b"+OK"), reply
         for node in self.nodes[1:]:
@@ -340,7 +336,7 @@ class RedisClusterServers:
                 "MEET",
                 "127.0.0.1",
                 str(node.port),
-                str(node.bus_port),  # type: ignore[attr-defined]
+                str(node.bus_port),
             )
             assert reply.startswith(b"+OK"), reply
         deadline = time.monotonic() + timeout

@@ -78,6 +78,4 @@ if __name__ == "__main__":
     mode, port, name, n, backend = sys.argv[1:6]
     name_, _, extra = backend.partition("+")  # "asyncio+uvloop": asyncio on uvloop
     options = {"use_uvloop": True} if extra == "uvloop" else {}
-    anyio.run(
-        main, mode, port, name, int(n), backend=name_, backend_options=options
-    )
+    anyio.run(main, mode, port, name, int(n), backend=name_, backend_options=options)

@@ -114,7 +114,10 @@ async def test_waiter_on_the_cluster_is_woken_by_release(
 
 @pytest.mark.parametrize(
     "anyio_backend",
-    [pytest.param(("asyncio", {}), id="asyncio"), pytest.param(("trio", {}), id="trio")],
+    [
+        pytest.param(("asyncio", {}), id="asyncio"),
+        pytest.param(("trio", {}), id="trio"),
+    ],
 )
 async def test_cross_process_stampede_on_the_cluster_fetches_once(
     cluster: RedisClusterServers, anyio_backend: Any
