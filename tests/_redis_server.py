@@ -402,3 +402,56 @@ async def connect_cluster(
         yield client
     finally:
         await client.aclose()
+
+
+class ReplicatedServers:
+    """A primary and one replica of it (``--replicaof``), from the same binary.
+
+    ``start()`` returns once the primary counts the replica as online and the
+    replica's link is up (a bounded poll).
+    """
+
+    def __init__(self, binary: str) -> None:
+        # No 5 s pause before the first full sync (the default waits for more replicas).
+        self.primary = RedisServer(binary, "--repl-diskless-sync-delay", "0")
+        self.binary = binary
+        self.replica = RedisServer(binary)
+
+    def start(self, timeout: float = 20.0) -> ReplicatedServers:
+        self.primary.start()
+        self.replica.extra = ("--replicaof", "127.0.0.1", str(self.primary.port))
+        self.replica.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            primary = self.primary.command("INFO", "replication")
+            replica = self.replica.command("INFO", "replication")
+            if (
+                b"connected_slaves:1" in primary
+                and b"state=online" in primary
+                and b"master_link_status:up" in replica
+            ):
+                return self
+            time.sleep(0.02)  # polling processes we started: not test synchronisation
+        self.stop()
+        raise RuntimeError(f"the replica did not come online in {timeout} s")
+
+    def stop(self) -> None:
+        self.replica.stop()
+        self.primary.stop()
+
+
+def replicated_fixture() -> Any:
+    """A function-scoped ``replicated`` fixture: a primary and a replica of the
+    test's own, which it may stop (SIGSTOP), kill or promote."""
+    import pytest
+
+    @pytest.fixture
+    def replicated() -> Iterator[ReplicatedServers]:
+        binary = find_server_binary()
+        if binary is None:
+            pytest.fail(HOW_TO_GET_ONE)
+        servers = ReplicatedServers(binary).start()
+        yield servers
+        servers.stop()
+
+    return replicated

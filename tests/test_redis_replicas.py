@@ -1,0 +1,138 @@
+"""Replica-acknowledged grants and fences across a failover (issue 9).
+
+Each test has a primary and a replica of its own (tests/_redis_server.py), which it
+may stop with SIGSTOP, kill, or promote with REPLICAOF NO ONE.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import anyio
+import pytest
+
+from anyio_mutex import MutexTimeoutError
+from anyio_mutex.redis import LockUnavailableError, RedisMutex
+
+from ._redis_server import (
+    ReplicatedServers,
+    connect_as,
+    over_clients,
+    replicated_fixture,
+    unique,
+)
+
+pytestmark = pytest.mark.anyio
+
+replicated = replicated_fixture()
+
+
+def lock_key(name: str) -> str:
+    return "{" + name + "}:lock"
+
+
+@contextmanager
+def stopped(servers: ReplicatedServers) -> Iterator[None]:
+    """The replica frozen with SIGSTOP (connected, but acknowledging nothing)."""
+    assert servers.replica.process is not None
+    pid = servers.replica.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+@over_clients
+async def test_confirmed_grant_is_on_the_replica_with_its_fence(
+    replicated: ReplicatedServers, family: str
+) -> None:
+    name = unique("ack")
+    async with connect_as(replicated.primary, family) as client:
+        mutex = RedisMutex(client, name, wait_replicas=1, wait_timeout_ms=5000)
+        with anyio.fail_after(10):
+            lease = await mutex.acquire(label="confirmed")
+        # WAIT returned: the replica has applied the grant already, no polling.
+        held = replicated.replica.command("GET", lock_key(name))
+        assert f":{lease.fence}:confirmed".encode() in held, held
+        fence = replicated.replica.command("GET", "{" + name + "}:fence")
+        assert str(lease.fence).encode() in fence, fence
+        with anyio.fail_after(10):
+            await lease.renew()  # a renewal is confirmed the same way
+            await lease.release()
+
+
+@over_clients
+async def test_grant_unconfirmed_by_a_stopped_replica_is_given_back(
+    replicated: ReplicatedServers, family: str
+) -> None:
+    name = unique("noack")
+    async with connect_as(replicated.primary, family) as client:
+        waiting = RedisMutex(
+            client, name, wait_replicas=1, wait_timeout_ms=300, op_timeout_ms=2000
+        )
+        plain = RedisMutex(client, name)
+        await plain.locked()  # connect first: the bound below is the grant's
+        with stopped(replicated):
+            start = anyio.current_time()
+            with anyio.fail_after(10), pytest.raises(LockUnavailableError) as exc_info:
+                await waiting.acquire(label="needs a replica")
+            took = anyio.current_time() - start
+            assert "not acknowledged by 1 replica(s) within 300 ms" in str(
+                exc_info.value
+            )
+            # WAIT's 300 ms, the give-back, and a generous margin for a loaded
+            # 2-core machine (the server times WAIT out on its 100 ms tick).
+            assert 0.3 - 0.01 <= took < 1.5
+            assert replicated.primary.command("EXISTS", lock_key(name)) == b":0\r\n"
+            assert waiting.statistics().total_acquisitions == 0
+            with anyio.fail_after(10):
+                lease = await plain.acquire(timeout_ms=0)  # wait_replicas=0: as before
+            await lease.release()
+
+
+@over_clients
+async def test_renewal_unconfirmed_by_a_stopped_replica_is_unavailable_not_lost(
+    replicated: ReplicatedServers, family: str
+) -> None:
+    name = unique("renew")
+    async with connect_as(replicated.primary, family) as client:
+        mutex = RedisMutex(client, name, wait_replicas=1, wait_timeout_ms=200)
+        with anyio.fail_after(10):
+            lease = await mutex.acquire()
+        expires = lease.expires_at
+        with stopped(replicated):
+            with anyio.fail_after(10), pytest.raises(LockUnavailableError):
+                await lease.renew()
+            assert not lease.lost
+            assert lease.expires_at == expires  # not moved by an unconfirmed renewal
+        with anyio.fail_after(10):
+            await lease.release()
+
+
+@pytest.mark.heavy  # real lease time: asyncio and trio are enough
+async def test_failover_keeps_the_lock_and_the_fence_sequence(
+    replicated: ReplicatedServers,
+) -> None:
+    # A grant confirmed by the replica survives the primary's death: on the promoted
+    # replica, another client cannot take the lock while the lease lasts, and the
+    # next fence is greater.
+    name = unique("failover")
+    async with connect_as(replicated.primary, "coredis") as a:
+        first = RedisMutex(a, name, lease_ms=1000, wait_replicas=1)
+        with anyio.fail_after(10):
+            lease = await first.acquire(label="before failover")
+        replicated.primary.stop()  # SIGKILL: no goodbye to the replica
+        assert replicated.replica.command("REPLICAOF", "NO", "ONE").startswith(b"+OK")
+    async with connect_as(replicated.replica, "coredis") as b:
+        second = RedisMutex(b, name, lease_ms=1000)
+        with pytest.raises(MutexTimeoutError) as exc_info:
+            await second.acquire(timeout_ms=0)
+        assert exc_info.value.owner == "before failover"
+        with anyio.fail_after(10):
+            after = await second.acquire(timeout_ms=5000)  # once the lease ends
+        assert after.fence > lease.fence
+        await after.release()
