@@ -3,6 +3,7 @@
     python tests/redis_worker.py counter  PORT NAME N BACKEND   # N locked increments
     python tests/redis_worker.py stampede PORT KEY N BACKEND    # N concurrent cache calls
     python tests/redis_worker.py both     PORT NAME N BACKEND   # both at once (5N calls)
+    python tests/redis_worker.py listen   PORT KEY 0 BACKEND    # time an invalidation
 
 BACKEND is asyncio, trio or asyncio+uvloop. PORT may be ``cluster:PORT``: a Redis
 Cluster reached through one of its nodes (a coredis.RedisCluster client).
@@ -14,6 +15,7 @@ every worker is running, so the processes start together.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import anyio
@@ -57,6 +59,29 @@ async def stampede(client: coredis.Redis[bytes], key: str, n: int) -> None:
     print(f"results={sorted(set(results))} count={len(results)}")
 
 
+async def listen(client: Any, key: str) -> None:
+    # Holds the value locally, listens for invalidations, and prints when (on the
+    # shared wall clock) the local copy was dropped.
+    cache: RedisRefreshCache[int] = RedisRefreshCache(client, ttl_s=60)
+
+    async def fetch() -> int:
+        return 1
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(cache.listen)
+        await cache.get_or_refresh(key, fetch)
+        assert key in cache.local
+        print("ready", flush=True)
+        for _ in range(30_000):  # a bounded poll, 1 ms resolution: a measurement
+            if key not in cache.local:
+                break
+            await anyio.sleep(0.001)
+        else:
+            raise SystemExit("not invalidated within 30 s")
+        print(f"dropped_at={time.time()!r}", flush=True)
+        tg.cancel_scope.cancel()
+
+
 async def main(mode: str, port: str, name: str, n: int) -> None:
     kind, _, number = port.rpartition(":")
     client: Any = (
@@ -65,6 +90,9 @@ async def main(mode: str, port: str, name: str, n: int) -> None:
         else coredis.Redis(host="127.0.0.1", port=int(number))
     )
     async with client:
+        if mode == "listen":
+            await listen(client, name)
+            return
         await wait_for_go(client, name)
         if mode == "both":
             async with anyio.create_task_group() as tg:

@@ -17,6 +17,11 @@ which library the user's client comes from. The calls are:
   runs out (the wake-up path); returns nothing.
 - ``await c.exists(key)``, ``await c.set(key, value, px_ms)``, ``await c.delete(key)``,
   ``await c.publish(channel, message)``.
+- ``async with c.subscribe(channel) as messages:`` subscribes on a connection of its
+  own, entering once the server confirmed; ``async for kind, data in messages``
+  then gives ``("message", data)`` per message and ``("subscribe", ...)`` each time
+  the subscription is established *again* (the library reconnected): messages sent
+  while it was down are lost, and the caller is told so.
 - ``c.family`` (``"coredis"``, ``"redis-py"``, ``"valkey-py"``), ``c.cluster``, and
   ``c.can_wait`` (whether ``script_and_wait`` is supported).
 
@@ -37,7 +42,8 @@ running, else at the first call.
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -87,6 +93,10 @@ class _Client(Protocol):
     async def delete(self, key: str) -> int: ...
 
     async def publish(self, channel: str, message: str) -> int: ...
+
+    def subscribe(
+        self, channel: str
+    ) -> AbstractAsyncContextManager[AsyncIterator[tuple[str, Any]]]: ...
 
     def unavailable_errors(self) -> tuple[type[BaseException], ...]:
         """The library's "no answer" errors (connection lost, its own timeout)."""
@@ -146,16 +156,26 @@ async def _call(
         raise LockUnavailableError(
             name, f"{what} got no answer within {timeout_s * 1000:.0f} ms"
         ) from exc
-    except OSError as exc:
-        raise LockUnavailableError(name, f"{what} failed: {exc}") from exc
     except Exception as exc:
-        words = client.refusal_words(exc)
-        if words is not None:
-            # A refusal (OOM, NOPERM, READONLY, ...): keep the server's words.
-            raise LockRefusedError(name, f"the server refused {what}: {words}") from exc
-        if isinstance(exc, client.unavailable_errors()):
-            raise LockUnavailableError(name, f"{what} failed: {exc}") from exc
-        raise
+        ours = _our_error(client, name, what, exc)
+        if ours is None:
+            raise
+        raise ours from exc
+
+
+def _our_error(
+    client: _Client, name: str, what: str, exc: Exception
+) -> LockUnavailableError | None:
+    """The error of ours that the library's ``exc`` means, or None if none."""
+    if isinstance(exc, OSError):
+        return LockUnavailableError(name, f"{what} failed: {exc}")
+    words = client.refusal_words(exc)
+    if words is not None:
+        # A refusal (OOM, NOPERM, READONLY, ...): keep the server's words.
+        return LockRefusedError(name, f"the server refused {what}: {words}")
+    if isinstance(exc, client.unavailable_errors()):
+        return LockUnavailableError(name, f"{what} failed: {exc}")
+    return None
 
 
 def _adapt(client: object) -> _Client:

@@ -6,7 +6,8 @@ Sentinel-managed primary (``Sentinel.primary_for(name)``) is a ``coredis.Redis``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, final
 
 import coredis
@@ -81,6 +82,15 @@ class _Coredis:
     async def publish(self, channel: str, message: str) -> int:
         return int(await self._client.publish(channel, message))
 
+    @asynccontextmanager
+    async def subscribe(
+        self, channel: str
+    ) -> AsyncIterator[AsyncIterator[tuple[str, Any]]]:
+        # coredis reconnects and subscribes again on its own (its retry policy),
+        # with a "subscribe" message each time.
+        async with self._client.pubsub(channels=[channel]) as pubsub:
+            yield _messages(pubsub)
+
     def unavailable_errors(self) -> tuple[type[BaseException], ...]:
         return _UNAVAILABLE
 
@@ -94,6 +104,17 @@ class _Coredis:
             if isinstance(exc, cls) and not text.startswith(code):
                 return f"{code} {text}"
         return text
+
+
+async def _messages(pubsub: Any) -> AsyncIterator[tuple[str, Any]]:
+    confirmed = False  # the first confirmation is the one we entered with
+    async for message in pubsub:
+        kind = message["type"]
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        if kind == "subscribe" and not confirmed:
+            confirmed = True
+        elif kind in ("message", "subscribe"):
+            yield kind, message["data"]
 
 
 def _adapt_coredis(client: object) -> _Coredis | None:

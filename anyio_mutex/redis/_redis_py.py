@@ -9,8 +9,11 @@ redis-py's API under other names, so ``_valkey_py.py`` reuses this adapter.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, final
+
+import anyio
 
 from ._client import Arg, _on_asyncio, _require_asyncio
 
@@ -119,6 +122,65 @@ class _RedisPy:
             self._check()
         return int(await self._client.publish(channel, message))
 
+    @asynccontextmanager
+    async def subscribe(
+        self, channel: str
+    ) -> AsyncIterator[AsyncIterator[tuple[str, Any]]]:
+        if not self._checked:
+            self._check()
+        if self.cluster:
+            raise TypeError(
+                f"a {self.family} cluster client offers no pub/sub here: listen "
+                "with a coredis.RedisCluster, or a non-cluster client of any node"
+            )
+        current = [await self._open(channel)]
+        try:
+            yield self._messages(current, channel)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await current[0].aclose()
+
+    async def _open(self, channel: str) -> Any:
+        """A pub/sub object subscribed to ``channel``, once the server confirmed."""
+        pubsub = self._client.pubsub()
+        try:
+            await pubsub.subscribe(channel)
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is not None and _kind(message) == "subscribe":
+                    return pubsub
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await pubsub.aclose()
+            raise
+
+    async def _messages(
+        self, current: list[Any], channel: str
+    ) -> AsyncIterator[tuple[str, Any]]:
+        # Some versions reconnect inside get_message (and pass the new confirmation
+        # on), some raise: then subscribe again here, backing off up to 2 s.
+        while True:
+            try:
+                message = await current[0].get_message(timeout=None)
+            except self._unavailable:
+                with anyio.CancelScope(shield=True):
+                    await current[0].aclose()
+                delay = 0.1
+                while True:
+                    await anyio.sleep(delay)
+                    try:
+                        current[0] = await self._open(channel)
+                        break
+                    except self._unavailable:
+                        delay = min(2 * delay, 2.0)
+                yield "subscribe", None
+                continue
+            if message is None:
+                continue
+            kind = _kind(message)
+            if kind in ("message", "subscribe"):
+                yield kind, message["data"]
+
     def unavailable_errors(self) -> tuple[type[BaseException], ...]:
         return self._unavailable
 
@@ -130,6 +192,11 @@ class _RedisPy:
         if isinstance(exc, self._errors.ResponseError):
             return text
         return None
+
+
+def _kind(message: Any) -> str:
+    kind = message["type"]
+    return kind.decode() if isinstance(kind, bytes) else str(kind)
 
 
 def _adapt_redis_py(client: object, package: str, family: str) -> _RedisPy:
