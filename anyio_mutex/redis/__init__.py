@@ -43,7 +43,9 @@ Guarantees and their limits:
 - Keys (``key_prefix`` first, for ACL patterns such as ``~app:*``):
   ``<prefix>{<name>}:lock`` holds ``<token>:<fence>:<label>`` with the lease as its
   TTL; ``...:fence`` the last fence; ``...:wake`` the wake-up list; and
-  ``...:released:<token>`` a marker that lives ``2 * op_timeout_ms``.
+  ``...:released:<token>`` a marker that lives ``2 * op_timeout_ms``. In the hash
+  tag a ``}`` of the name is written ``\\]`` and a ``\\`` as ``\\\\``, so that all
+  keys of one lock share one cluster slot.
 - Errors: :class:`LockUnavailableError` when the server cannot be reached or does not
   answer in time, :class:`LockRefusedError` (a subclass) when it refuses (``OOM``,
   ``NOPERM``, ``READONLY``...), quoting it. A body's own exception leaves ``hold()``

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, TypeVar, final
 
 import anyio
+import anyio.abc
 
 from .. import CacheStatistics
 from .._refresh import _UNSET, RefreshCache, _Expiring
