@@ -60,3 +60,20 @@ def test_asyncio_only_client_made_outside_a_loop_fails_at_first_use(
     with pytest.raises(TypeError, match="runs on asyncio only"):
         anyio.run(use, backend="trio")
     assert server.command("KEYS", "*later*") == b"*0\r\n"  # nothing was sent
+
+
+def test_wait_replicas_is_checked_at_the_door(server: RedisServer) -> None:
+    # Outside any event loop: validation does not depend on the backend.
+    client = redis.asyncio.Redis(host="127.0.0.1", port=server.port)
+    with pytest.raises(TypeError, match=r"wait_replicas must be an int, got 1\.0"):
+        RedisMutex(client, "x", wait_replicas=1.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="wait_replicas must be >= 0, got -1"):
+        RedisMutex(client, "x", wait_replicas=-1)
+    with pytest.raises(ValueError, match="wait_timeout_ms must be > 0, got 0"):
+        RedisMutex(client, "x", wait_replicas=1, wait_timeout_ms=0)
+    with pytest.raises(ValueError, match="wait_timeout_ms must be finite"):
+        RedisMutex(client, "x", wait_replicas=1, wait_timeout_ms=float("inf"))
+    cluster = redis.asyncio.RedisCluster(host="127.0.0.1", port=server.port)
+    with pytest.raises(ValueError, match=r"use coredis\.RedisCluster"):
+        RedisMutex(cluster, "x", wait_replicas=1)
+    RedisMutex(cluster, "x")  # without wait_replicas: fine
