@@ -411,15 +411,25 @@ class ReplicatedServers:
     replica's link is up (a bounded poll).
     """
 
-    def __init__(self, binary: str) -> None:
+    def __init__(
+        self,
+        binary: str,
+        primary: tuple[str, ...] = (),
+        replica: tuple[str, ...] = (),
+    ) -> None:
         # No 5 s pause before the first full sync (the default waits for more replicas).
-        self.primary = RedisServer(binary, "--repl-diskless-sync-delay", "0")
+        self.primary = RedisServer(binary, "--repl-diskless-sync-delay", "0", *primary)
         self.binary = binary
-        self.replica = RedisServer(binary)
+        self.replica = RedisServer(binary, *replica)
 
     def start(self, timeout: float = 20.0) -> ReplicatedServers:
         self.primary.start()
-        self.replica.extra = ("--replicaof", "127.0.0.1", str(self.primary.port))
+        self.replica.extra = (
+            *self.replica.extra,
+            "--replicaof",
+            "127.0.0.1",
+            str(self.primary.port),
+        )
         self.replica.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -440,17 +450,22 @@ class ReplicatedServers:
         self.primary.stop()
 
 
-def replicated_fixture() -> Any:
-    """A function-scoped ``replicated`` fixture: a primary and a replica of the
-    test's own, which it may stop (SIGSTOP), kill or promote."""
+def replicated_fixture(
+    name: str = "replicated",
+    primary: tuple[str, ...] = (),
+    replica: tuple[str, ...] = (),
+) -> Any:
+    """A function-scoped fixture (``replicated`` by default): a primary and a replica
+    of the test's own, started with these extra options, which it may stop
+    (SIGSTOP), kill or promote."""
     import pytest
 
-    @pytest.fixture
+    @pytest.fixture(name=name)
     def replicated() -> Iterator[ReplicatedServers]:
         binary = find_server_binary()
         if binary is None:
             pytest.fail(HOW_TO_GET_ONE)
-        servers = ReplicatedServers(binary).start()
+        servers = ReplicatedServers(binary, primary, replica).start()
         yield servers
         servers.stop()
 

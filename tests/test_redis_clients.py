@@ -73,6 +73,8 @@ def test_wait_replicas_is_checked_at_the_door(server: RedisServer) -> None:
         RedisMutex(client, "x", wait_replicas=1, wait_timeout_ms=0)
     with pytest.raises(ValueError, match="wait_timeout_ms must be finite"):
         RedisMutex(client, "x", wait_replicas=1, wait_timeout_ms=float("inf"))
+    with pytest.raises(TypeError, match="wait_aof must be a bool, got 1"):
+        RedisMutex(client, "x", wait_aof=1)  # type: ignore[arg-type]
     cluster = redis.asyncio.RedisCluster(host="127.0.0.1", port=server.port)
     with pytest.raises(ValueError, match=r"use coredis\.RedisCluster"):
         RedisMutex(cluster, "x", wait_replicas=1)

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from anyio_mutex import MutexTimeoutError
-from anyio_mutex.redis import LockUnavailableError, RedisMutex
+from anyio_mutex.redis import LockRefusedError, LockUnavailableError, RedisMutex
 
 from ._redis_server import (
     ReplicatedServers,
@@ -136,3 +136,59 @@ async def test_failover_keeps_the_lock_and_the_fence_sequence(
             after = await second.acquire(timeout_ms=5000)  # once the lease ends
         assert after.fence > lease.fence
         await after.release()
+
+
+AOF = ("--appendonly", "yes", "--appendfsync", "always")
+both_aof = replicated_fixture("both_aof", primary=AOF, replica=AOF)
+replica_without_aof = replicated_fixture("replica_without_aof", primary=AOF)
+
+
+@over_clients
+async def test_wait_aof_confirms_a_grant_written_to_both_append_only_files(
+    both_aof: ReplicatedServers, family: str
+) -> None:
+    name = unique("aof")
+    async with connect_as(both_aof.primary, family) as client:
+        mutex = RedisMutex(
+            client, name, wait_replicas=1, wait_aof=True, wait_timeout_ms=5000
+        )
+        with anyio.fail_after(10):
+            lease = await mutex.acquire(label="on disk")
+        held = both_aof.replica.command("GET", lock_key(name))
+        assert f":{lease.fence}:on disk".encode() in held, held
+        with anyio.fail_after(10):
+            await lease.release()
+
+
+@over_clients
+async def test_wait_aof_gives_back_a_grant_a_replica_without_aof_cannot_confirm(
+    replica_without_aof: ReplicatedServers, family: str
+) -> None:
+    name = unique("noaof")
+    async with connect_as(replica_without_aof.primary, family) as client:
+        mutex = RedisMutex(
+            client, name, wait_replicas=1, wait_aof=True, wait_timeout_ms=300
+        )
+        with anyio.fail_after(10), pytest.raises(LockUnavailableError) as exc_info:
+            await mutex.acquire()
+        assert "1 replica(s) and the local AOF within 300 ms" in str(exc_info.value)
+        assert not isinstance(exc_info.value, LockRefusedError)
+        primary = replica_without_aof.primary
+        assert primary.command("EXISTS", lock_key(name)) == b":0\r\n"
+        # WAIT alone (in memory on the replica) still confirms.
+        plain = RedisMutex(client, name, wait_replicas=1, wait_timeout_ms=5000)
+        with anyio.fail_after(10):
+            await (await plain.acquire()).release()
+
+
+@over_clients
+async def test_wait_aof_without_a_local_aof_is_refused_in_the_servers_words(
+    replicated: ReplicatedServers, family: str
+) -> None:
+    name = unique("refused")
+    async with connect_as(replicated.primary, family) as client:
+        mutex = RedisMutex(client, name, wait_aof=True)
+        with anyio.fail_after(10), pytest.raises(LockRefusedError) as exc_info:
+            await mutex.acquire()
+        assert "appendonly" in str(exc_info.value), exc_info.value
+        assert replicated.primary.command("EXISTS", lock_key(name)) == b":0\r\n"

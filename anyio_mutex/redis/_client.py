@@ -8,9 +8,10 @@ which library the user's client comes from. The calls are:
 - ``await c.script(source, keys, args)``: run a Lua script (EVALSHA, falling back to
   EVAL on NOSCRIPT, or the library's own script object). All keys of one call must
   share a cluster slot (hash-tag them: see ``_hash_tag``).
-- ``await c.script_and_wait(source, keys, args, replicas, timeout_ms)``: the same,
-  then ``WAIT replicas timeout_ms`` *on the same connection* (``WAIT`` counts the
-  writes of its own connection only); returns ``(result, confirmed)``, where
+- ``await c.script_and_wait(source, keys, args, replicas, timeout_ms, aof)``: the
+  same, then ``WAIT replicas timeout_ms`` (with ``aof``: ``WAITAOF 1 replicas
+  timeout_ms``) *on the same connection* (both count the writes of their own
+  connection only); returns ``(result, confirmed)``, where
   ``confirmed`` says whether ``replicas`` replicas acknowledged in time (and
   ``result`` may then be ``None``: the script's answer is not always known).
 - ``await c.blpop(key, timeout_s)``: block until ``key`` has an element or the time
@@ -60,10 +61,6 @@ INSTALL = (
 )
 
 
-def _ensure_coredis() -> None:
-    """Kept for callers of the old name: clients are now optional, one per extra."""
-
-
 class _Client(Protocol):
     """What a Redis primitive may ask of a client (see the module docstring)."""
 
@@ -82,6 +79,7 @@ class _Client(Protocol):
         args: Sequence[Arg],
         replicas: int,
         timeout_ms: int,
+        aof: bool = False,
     ) -> tuple[Any, bool]: ...
 
     async def blpop(self, key: str, timeout_s: float) -> None: ...

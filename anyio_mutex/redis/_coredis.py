@@ -57,13 +57,22 @@ class _Coredis:
         args: Sequence[Arg],
         replicas: int,
         timeout_ms: int,
+        aof: bool = False,
     ) -> tuple[Any, bool]:
-        # coredis sends WAIT on the connection that ran the command, and raises
-        # ReplicationError when fewer replicas acknowledged.
+        # coredis sends WAIT (WAITAOF) on the connection that ran the command, and
+        # raises ReplicationError (PersistenceError) when fewer acknowledged.
+        waiting = (
+            self._client.ensure_persistence(1, replicas, timeout_ms)
+            if aof
+            else self._client.ensure_replication(replicas, timeout_ms)
+        )
         try:
-            with self._client.ensure_replication(replicas, timeout_ms):
+            with waiting:
                 result = await self._script(source)(keys=keys, args=args)
-        except coredis.exceptions.ReplicationError:
+        except (
+            coredis.exceptions.ReplicationError,
+            coredis.exceptions.PersistenceError,
+        ):
             return None, False
         return result, True
 

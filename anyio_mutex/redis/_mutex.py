@@ -108,6 +108,11 @@ class RedisMutex:
         :class:`LockUnavailableError` raised. This narrows the window in which a
         failover loses a grant; it is not consensus (see the guide).
     :param wait_timeout_ms: how long ``WAIT`` may take (added to ``op_timeout_ms``)
+    :param wait_aof: confirm with ``WAITAOF 1 <wait_replicas>`` instead of ``WAIT``:
+        the grant is in the append-only file of this server and of ``wait_replicas``
+        replicas (fsynced as their ``appendfsync`` says). Needs Redis or Valkey 7.2+
+        with ``appendonly yes`` here (else the server's refusal is raised as
+        :class:`LockRefusedError`) and on the replicas that are to count.
     """
 
     __slots__ = (
@@ -148,6 +153,7 @@ class RedisMutex:
         op_timeout_ms: float = 2000,
         wait_replicas: int = 0,
         wait_timeout_ms: float = 1000,
+        wait_aof: bool = False,
     ) -> None:
         adapted = _adapt(client)
         if not isinstance(name, str) or not name:
@@ -170,6 +176,8 @@ class RedisMutex:
             raise TypeError(f"wait_replicas must be an int, got {wait_replicas!r}")
         if wait_replicas < 0:
             raise ValueError(f"wait_replicas must be >= 0, got {wait_replicas!r}")
+        if not isinstance(wait_aof, bool):
+            raise TypeError(f"wait_aof must be a bool, got {wait_aof!r}")
         wait_ms = _check_ms(wait_timeout_ms, "wait_timeout_ms")
         assert wait_ms is not None
         if wait_ms == math.inf:
@@ -177,15 +185,20 @@ class RedisMutex:
                 f"wait_timeout_ms must be finite (WAIT 0 waits forever), "
                 f"got {wait_timeout_ms!r}"
             )
-        if wait_replicas and not adapted.can_wait:
+        if (wait_replicas or wait_aof) and not adapted.can_wait:
             raise ValueError(
-                f"wait_replicas={wait_replicas} needs a client that can send WAIT on "
+                f"wait_replicas={wait_replicas}, wait_aof={wait_aof} needs a client "
+                "that can send WAIT on "
                 f"the connection that wrote; a {adapted.family} cluster client "
                 "cannot: use coredis.RedisCluster"
             )
         self._client: _Client = adapted
-        # (replicas, WAIT's timeout in ms), or None: grants are not confirmed.
-        self._wait = (wait_replicas, max(1, int(wait_ms))) if wait_replicas else None
+        # (replicas, WAIT's timeout in ms, WAITAOF?), or None: grants not confirmed.
+        self._wait = (
+            (wait_replicas, max(1, int(wait_ms)), wait_aof)
+            if wait_replicas or wait_aof
+            else None
+        )
         self.name = name
         self.label = label
         self._lease_ms = int(lease)
@@ -227,19 +240,19 @@ class RedisMutex:
                 "acquire", lambda: self._client.script(_ACQUIRE, (lock, fence), args)
             )
             return int(granted), int(number)
-        replicas, wait_ms = self._wait
+        replicas, wait_ms, aof = self._wait
         result, confirmed = await self._call(
             "acquire",
             lambda: self._client.script_and_wait(
-                _ACQUIRE, (lock, fence), args, replicas, wait_ms
+                _ACQUIRE, (lock, fence), args, replicas, wait_ms, aof
             ),
             extra_s=wait_ms / 1000,
         )
         if not confirmed:
             raise LockUnavailableError(
                 self.name,
-                f"the grant was not acknowledged by {replicas} replica(s) "
-                f"within {wait_ms} ms",
+                f"the grant was not acknowledged by {replicas} replica(s)"
+                f"{' and the local AOF' if aof else ''} within {wait_ms} ms",
             )
         granted, number = result
         return int(granted), int(number)
@@ -486,14 +499,14 @@ class RedisMutex:
                 lambda: self._client.script(_RENEW, keys, args),
             )
         else:
-            replicas, wait_ms = self._wait
+            replicas, wait_ms, aof = self._wait
             result, confirmed = await _call(
                 self._client,
                 self.name,
                 "renew",
                 max(0.0, timeout_s),
                 lambda: self._client.script_and_wait(
-                    _RENEW, keys, args, replicas, wait_ms
+                    _RENEW, keys, args, replicas, wait_ms, aof
                 ),
             )
             if not confirmed:
@@ -501,8 +514,8 @@ class RedisMutex:
                 # lease's deadline stays where the last confirmed renewal put it.
                 raise LockUnavailableError(
                     self.name,
-                    f"the renewal was not acknowledged by {replicas} replica(s) "
-                    f"within {wait_ms} ms",
+                    f"the renewal was not acknowledged by {replicas} replica(s)"
+                    f"{' and the local AOF' if aof else ''} within {wait_ms} ms",
                 )
             result = int(result)
         if int(result):

@@ -87,14 +87,21 @@ class _RedisPy:
         args: Sequence[Arg],
         replicas: int,
         timeout_ms: int,
+        aof: bool = False,
     ) -> tuple[Any, bool]:
         if not self._checked:
             self._check()
         # One pipeline is one connection: WAIT counts the script's writes.
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.eval(source, len(keys), *keys, *args)
-            pipe.wait(replicas, timeout_ms)
+            if aof:
+                pipe.execute_command("WAITAOF", 1, replicas, timeout_ms)
+            else:
+                pipe.wait(replicas, timeout_ms)
             result, acknowledged = await pipe.execute()
+        if aof:
+            local, remote = (int(n) for n in acknowledged)
+            return result, local >= 1 and remote >= replicas
         return result, int(acknowledged) >= replicas
 
     async def blpop(self, key: str, timeout_s: float) -> None:
