@@ -470,3 +470,100 @@ def replicated_fixture(
         servers.stop()
 
     return replicated
+
+
+class SentinelServers:
+    """A primary, its replica, and one Sentinel monitoring them as ``anyio``.
+
+    The Sentinel is the same binary run with ``--sentinel``, on a free loopback port,
+    with its config file (which Sentinel rewrites) in a temp dir.
+    """
+
+    SERVICE = "anyio"
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.replicated = ReplicatedServers(binary)
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self._dir = tempfile.mkdtemp(prefix="anyio-mutex-sentinel-")
+
+    def start(self, timeout: float = 20.0) -> SentinelServers:
+        self.replicated.start()
+        for _ in range(5):  # another process may grab the free port first: retry
+            self.port = free_port()
+            config = os.path.join(self._dir, "sentinel.conf")
+            with open(config, "w") as f:
+                f.write(
+                    f"port {self.port}\nbind 127.0.0.1\ndir {self._dir}\n"
+                    f"sentinel monitor {self.SERVICE} 127.0.0.1 "
+                    f"{self.replicated.primary.port} 1\n"
+                )
+            self.process = subprocess.Popen(
+                [self.binary, config, "--sentinel"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if self._wait_ready(timeout):
+                return self
+            self._stop_sentinel()
+        self.replicated.stop()
+        raise RuntimeError("the sentinel did not start on a free port")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        sentinel = RedisServer(self.binary)
+        sentinel.port = self.port
+        want = f"{self.replicated.primary.port}".encode()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                return False
+            with contextlib.suppress(OSError):
+                reply = sentinel.command(
+                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE
+                )
+                if want in reply:
+                    return True
+            time.sleep(0.02)  # polling a process we started: not test synchronisation
+        return False
+
+    def _stop_sentinel(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        self._stop_sentinel()
+        self.replicated.stop()
+
+
+@contextlib.asynccontextmanager
+async def connect_sentinel(servers: SentinelServers, family: str) -> AsyncIterator[Any]:
+    """A client of ``family`` for the primary that the Sentinel names."""
+    where = [("127.0.0.1", servers.port)]
+    if family == "coredis":
+        from coredis.connection import TCPLocation
+
+        locations = [TCPLocation(host, port) for host, port in where]
+        async with coredis.Sentinel(locations) as sentinel:
+            client: Any = sentinel.primary_for(servers.SERVICE)
+            async with client:
+                yield client
+        return
+    if family == "redis-py":
+        import redis.asyncio.sentinel
+
+        manager: Any = redis.asyncio.sentinel.Sentinel(where)
+    else:
+        import valkey.asyncio.sentinel
+
+        manager = valkey.asyncio.sentinel.Sentinel(where)
+    client = manager.master_for(servers.SERVICE)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        for connection in manager.sentinels:  # its own clients of the Sentinel
+            await connection.aclose()
