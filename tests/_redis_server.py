@@ -243,7 +243,7 @@ FAMILIES = ("coredis", "redis-py", "valkey-py")
 ASYNCIO_ONLY = ("redis-py", "valkey-py")
 
 
-def client_matrix() -> list[Any]:
+def client_matrix(leave_out: tuple[str, ...] = ()) -> list[Any]:
     import pytest
 
     from .conftest import BACKENDS
@@ -252,6 +252,8 @@ def client_matrix() -> list[Any]:
     for backend in BACKENDS:
         (name, _options), backend_id = backend.values[0], backend.id
         for family in FAMILIES:
+            if family in leave_out:
+                continue
             if family in ASYNCIO_ONLY and name != "asyncio":
                 continue
             if family in ASYNCIO_ONLY and "uvloop" in str(backend_id):

@@ -51,6 +51,7 @@ def _lock_key(name: str) -> str:
     return "{" + name.replace("\\", "\\\\").replace("}", "\\]") + "}:lock"
 
 
+@pytest.mark.heavy  # servers of its own: asyncio and trio are enough
 @over_clients
 async def test_locks_in_three_slots_on_three_nodes(
     cluster: RedisClusterServers, family: str
@@ -82,6 +83,7 @@ async def test_locks_in_three_slots_on_three_nodes(
         assert {cluster.node_of(_lock_key(n)) for n in names} == {0, 1, 2}
 
 
+@pytest.mark.heavy  # servers of its own: asyncio and trio are enough
 @over_clients
 async def test_waiter_on_the_cluster_is_woken_by_release(
     cluster: RedisClusterServers, family: str
@@ -122,7 +124,8 @@ async def test_waiter_on_the_cluster_is_woken_by_release(
 async def test_cross_process_stampede_on_the_cluster_fetches_once(
     cluster: RedisClusterServers, anyio_backend: Any
 ) -> None:
-    # Three worker processes, 50 concurrent callers each, one key: one fetch.
+    # Two worker processes (starting Python is the slow part), 50 concurrent callers
+    # each, one key on the cluster: one fetch.
     key = unique("stampede")
     backend = anyio_backend[0]
     command = [
@@ -134,7 +137,7 @@ async def test_cross_process_stampede_on_the_cluster_fetches_once(
             subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
-            for _ in range(3)
+            for _ in range(2)
         ]
     )
     try:
@@ -145,7 +148,7 @@ async def test_cross_process_stampede_on_the_cluster_fetches_once(
                 proc.stderr.read() if proc.stderr else ""
             )
         async with connect_cluster(cluster, "coredis") as client:
-            await client.rpush(f"go:{key}", ["go"] * 3)
+            await client.rpush(f"go:{key}", ["go"] * 2)
             outputs = []
             for proc in processes:
                 out, err = await anyio.to_thread.run_sync(

@@ -19,6 +19,7 @@ from anyio_mutex.redis import LockRefusedError, LockUnavailableError, RedisMutex
 
 from ._redis_server import (
     ReplicatedServers,
+    client_matrix,
     connect_as,
     over_clients,
     replicated_fixture,
@@ -46,6 +47,7 @@ def stopped(servers: ReplicatedServers) -> Iterator[None]:
         os.kill(pid, signal.SIGCONT)
 
 
+@pytest.mark.heavy  # servers of its own: asyncio and trio are enough
 @over_clients
 async def test_confirmed_grant_is_on_the_replica_with_its_fence(
     replicated: ReplicatedServers, family: str
@@ -65,6 +67,7 @@ async def test_confirmed_grant_is_on_the_replica_with_its_fence(
             await lease.release()
 
 
+@pytest.mark.heavy  # servers of its own: asyncio and trio are enough
 @over_clients
 async def test_grant_unconfirmed_by_a_stopped_replica_is_given_back(
     replicated: ReplicatedServers, family: str
@@ -94,6 +97,7 @@ async def test_grant_unconfirmed_by_a_stopped_replica_is_given_back(
             await lease.release()
 
 
+@pytest.mark.heavy  # servers of its own: asyncio and trio are enough
 @over_clients
 async def test_renewal_unconfirmed_by_a_stopped_replica_is_unavailable_not_lost(
     replicated: ReplicatedServers, family: str
@@ -143,7 +147,10 @@ both_aof = replicated_fixture("both_aof", primary=AOF, replica=AOF)
 replica_without_aof = replicated_fixture("replica_without_aof", primary=AOF)
 
 
-@over_clients
+# valkey-py shares redis-py's adapter; a replica acknowledges its AOF about once a
+# second, so this test costs ~1 s per run.
+@pytest.mark.parametrize(("anyio_backend", "family"), client_matrix(("valkey-py",)))
+@pytest.mark.heavy
 async def test_wait_aof_confirms_a_grant_written_to_both_append_only_files(
     both_aof: ReplicatedServers, family: str
 ) -> None:
@@ -160,6 +167,7 @@ async def test_wait_aof_confirms_a_grant_written_to_both_append_only_files(
             await lease.release()
 
 
+@pytest.mark.heavy  # servers of its own: asyncio and trio are enough
 @over_clients
 async def test_wait_aof_gives_back_a_grant_a_replica_without_aof_cannot_confirm(
     replica_without_aof: ReplicatedServers, family: str
@@ -181,6 +189,7 @@ async def test_wait_aof_gives_back_a_grant_a_replica_without_aof_cannot_confirm(
             await (await plain.acquire()).release()
 
 
+@pytest.mark.heavy  # servers of its own: asyncio and trio are enough
 @over_clients
 async def test_wait_aof_without_a_local_aof_is_refused_in_the_servers_words(
     replicated: ReplicatedServers, family: str

@@ -35,6 +35,7 @@ def sentinel() -> Iterator[SentinelServers]:
     servers.stop()
 
 
+@pytest.mark.heavy  # servers of its own: asyncio and trio are enough
 @over_clients
 async def test_mutex_and_cache_on_a_sentinel_managed_primary(
     sentinel: SentinelServers, family: str

@@ -117,7 +117,12 @@ class _Coredis:
 
 async def _messages(pubsub: Any) -> AsyncIterator[tuple[str, Any]]:
     confirmed = False  # the first confirmation is the one we entered with
-    async for message in pubsub:
+    while True:
+        # Not ``async for``: its iteration ends while the connection is down, but
+        # coredis reconnects and subscribes again behind get_message().
+        message = await pubsub.get_message(timeout=None)
+        if message is None:
+            continue
         kind = message["type"]
         kind = kind.decode() if isinstance(kind, bytes) else kind
         if kind == "subscribe" and not confirmed:
