@@ -79,3 +79,18 @@ def test_wait_replicas_is_checked_at_the_door(server: RedisServer) -> None:
     with pytest.raises(ValueError, match=r"use coredis\.RedisCluster"):
         RedisMutex(cluster, "x", wait_replicas=1)
     RedisMutex(cluster, "x")  # without wait_replicas: fine
+
+
+def test_hash_tag_keeps_names_whole_and_distinct() -> None:
+    # Redis hashes what lies between the first "{" and the next "}": a name's "}"
+    # must not end the tag early (issue 9), and distinct names keep distinct tags.
+    from anyio_mutex.redis._client import _hash_tag
+
+    names = ["plain", "}lead", "a}b", "a\\]b", "a\\", "a\\\\", "{x}", "}", "\\"]
+    tags = [_hash_tag(name) for name in names]
+    assert len(set(tags)) == len(names), tags
+    for tag in tags:
+        assert tag.startswith("{")
+        assert tag.endswith("}")
+        assert "}" not in tag[1:-1], tag  # the tag ends where we put its brace
+    assert _hash_tag("plain") == "{plain}"  # names without braces: keys unchanged

@@ -96,7 +96,7 @@ class RedisMutex:
         ``...:fence`` (the last fence), ``...:wake`` (a list each release pushes to)
         and ``...:released:<token>`` (a marker that lives ``2 * op_timeout_ms``);
         the hash tag ``{<name>}`` keeps them in one cluster slot (a ``}`` in the name
-        is written ``\\]`` and a ``\\`` as ``\\``, so that the tag stays whole).
+        is written ``\\]`` and a ``\\`` as ``\\\\``, so that the tag stays whole).
     :param lease_ms: how long a grant lasts without renewal
     :param label: a name shown in errors and the default owner label
     :param renew_ms: how often ``hold()`` renews (default: a third of the lease)
