@@ -15,10 +15,12 @@ import anyio
 import pytest
 
 from anyio_mutex import MutexTimeoutError
-from anyio_mutex.redis import RedisMutex
+from anyio_mutex.redis import RedisMutex, RedisRefreshCache
 
 from ._redis_server import (
+    ASYNCIO_ONLY,
     RedisClusterServers,
+    client_matrix,
     cluster_fixture,
     connect_cluster,
     over_clients,
@@ -162,3 +164,34 @@ async def test_cross_process_stampede_on_the_cluster_fetches_once(
         for proc in processes:
             if proc.poll() is None:
                 proc.kill()
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize(("anyio_backend", "family"), client_matrix(ASYNCIO_ONLY))
+async def test_invalidation_on_the_cluster_reaches_another_client(
+    cluster: RedisClusterServers, family: str
+) -> None:
+    # PUBLISH on a cluster reaches every node, so a listener on any node hears it.
+    key = unique("inv")
+    async with (
+        connect_cluster(cluster, family) as a,
+        connect_cluster(cluster, family) as b,
+    ):
+        first: RedisRefreshCache[int] = RedisRefreshCache(a)
+        second: RedisRefreshCache[int] = RedisRefreshCache(b)
+
+        async def fetch() -> int:
+            return 1
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(second.listen)
+            await second.get_or_refresh(key, fetch)
+            assert key in second.local
+            await first.invalidate(key)
+            for _ in range(5000):  # a bounded poll: this is a measurement
+                if key not in second.local:
+                    break
+                await anyio.sleep(0.001)
+            else:
+                raise AssertionError("not invalidated within 5 s")
+            tg.cancel_scope.cancel()
