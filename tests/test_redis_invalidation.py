@@ -15,11 +15,12 @@ from typing import Any
 import anyio
 import pytest
 
-from anyio_mutex.redis import RedisRefreshCache
+from anyio_mutex.redis import LockUnavailableError, RedisRefreshCache
 
 from ._redis_server import (
     RedisServer,
     connect_as,
+    free_port,
     over_clients,
     server_fixture,
     unique,
@@ -132,3 +133,17 @@ async def test_invalidate_reaches_another_process_within_the_bound(
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@over_clients
+async def test_listen_without_a_server_fails_within_op_timeout(family: str) -> None:
+    # Nothing listens on this port: the subscription is never confirmed, and
+    # listen() (and so tg.start(cache.listen)) must not wait for ever (the libraries retry on their own).
+    async with connect_as(free_port(), family) as client:
+        cache: RedisRefreshCache[int] = RedisRefreshCache(client, op_timeout_ms=300)
+        start = anyio.current_time()
+        with anyio.fail_after(10), pytest.raises(LockUnavailableError):
+            await cache.listen()
+        # 300 ms, and a generous margin for a loaded 2-core machine.
+        assert anyio.current_time() - start < 2
+        assert cache.statistics().unavailable == 1

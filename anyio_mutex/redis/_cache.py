@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, TypeVar, final
@@ -325,28 +326,40 @@ class RedisRefreshCache(Generic[V]):
         most until their local TTL ends, which is never later than the value's Redis
         TTL at the time it was read.
 
-        :raises LockUnavailableError: if the subscription cannot be made
+        :raises LockUnavailableError: if the subscription cannot be made, or is not
+            confirmed within ``op_timeout_ms``
         """
-        async with contextlib.AsyncExitStack() as stack:
-            # Not under a deadline of ours: the subscription's task group (the
-            # library's) must not be entered inside a cancel scope that ends first.
-            try:
-                messages = await stack.enter_async_context(
-                    self._client.subscribe(self._channel)
-                )
-            except Exception as exc:
-                ours = _our_error(self._client, self._channel, "subscribe", exc)
-                if ours is None:
-                    raise
-                self._unavailable += 1
-                raise ours from exc
-            task_status.started()
-            async for kind, data in messages:
-                if kind == "subscribe":  # again: messages may have been lost meanwhile
-                    self._local.clear()
-                    continue
-                text = data.decode() if isinstance(data, bytes) else str(data)
-                self._local.invalidate(text)
+        # The subscription must be confirmed within op_timeout_ms; the scope holds
+        # the library's task group whole (a deadline that ended inside it would
+        # break the nesting), and its deadline is lifted once subscribed.
+        with anyio.CancelScope(
+            deadline=anyio.current_time() + self._op_timeout_s
+        ) as scope:
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    messages = await stack.enter_async_context(
+                        self._client.subscribe(self._channel)
+                    )
+                except Exception as exc:
+                    ours = _our_error(self._client, self._channel, "subscribe", exc)
+                    if ours is None:
+                        raise
+                    self._unavailable += 1
+                    raise ours from exc
+                scope.deadline = math.inf
+                task_status.started()
+                async for kind, data in messages:
+                    if kind == "subscribe":  # again: messages may have been lost
+                        self._local.clear()
+                        continue
+                    text = data.decode() if isinstance(data, bytes) else str(data)
+                    self._local.invalidate(text)
+        if scope.cancelled_caught:
+            self._unavailable += 1
+            raise LockUnavailableError(
+                self._channel,
+                f"subscribe got no answer within {self._op_timeout_s * 1000:.0f} ms",
+            )
         raise AssertionError("the subscription ended")  # pragma: no cover
 
     def statistics(self) -> RedisRefreshCacheStatistics:
