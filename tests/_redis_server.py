@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import coredis
 
@@ -456,13 +456,14 @@ def replicated_fixture(
     name: str = "replicated",
     primary: tuple[str, ...] = (),
     replica: tuple[str, ...] = (),
+    scope: Literal["function", "module"] = "function",
 ) -> Any:
-    """A function-scoped fixture (``replicated`` by default): a primary and a replica
-    of the test's own, started with these extra options, which it may stop
-    (SIGSTOP), kill or promote."""
+    """A fixture (``replicated`` by default): a primary and a replica, started with
+    these extra options. Function-scoped, the test may kill or promote them;
+    module-scoped, tests may only pause the replica (SIGSTOP, then SIGCONT)."""
     import pytest
 
-    @pytest.fixture(name=name)
+    @pytest.fixture(name=name, scope=scope)
     def replicated() -> Iterator[ReplicatedServers]:
         binary = find_server_binary()
         if binary is None:
@@ -557,11 +558,11 @@ async def connect_sentinel(servers: SentinelServers, family: str) -> AsyncIterat
     if family == "redis-py":
         import redis.asyncio.sentinel
 
-        manager: Any = redis.asyncio.sentinel.Sentinel(where)
+        manager: Any = redis.asyncio.sentinel.Sentinel(where)  # type: ignore[no-untyped-call]
     else:
         import valkey.asyncio.sentinel
 
-        manager = valkey.asyncio.sentinel.Sentinel(where)
+        manager = valkey.asyncio.sentinel.Sentinel(where)  # type: ignore[no-untyped-call]
     client = manager.master_for(servers.SERVICE)
     try:
         yield client

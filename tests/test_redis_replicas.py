@@ -1,7 +1,8 @@
 """Replica-acknowledged grants and fences across a failover (issue 9).
 
-Each test has a primary and a replica of its own (tests/_redis_server.py), which it
-may stop with SIGSTOP, kill, or promote with REPLICAOF NO ONE.
+The tests of this module share a primary and a replica (tests/_redis_server.py),
+which they may pause with SIGSTOP (and always SIGCONT); the failover test has its own
+pair, which it kills and promotes with REPLICAOF NO ONE.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from ._redis_server import (
 
 pytestmark = pytest.mark.anyio
 
-replicated = replicated_fixture()
+replicated = replicated_fixture(scope="module")
+own_pair = replicated_fixture("own_pair")
 
 
 def lock_key(name: str) -> str:
@@ -119,8 +121,9 @@ async def test_renewal_unconfirmed_by_a_stopped_replica_is_unavailable_not_lost(
 
 @pytest.mark.heavy  # real lease time: asyncio and trio are enough
 async def test_failover_keeps_the_lock_and_the_fence_sequence(
-    replicated: ReplicatedServers,
+    own_pair: ReplicatedServers,
 ) -> None:
+    replicated = own_pair
     # A grant confirmed by the replica survives the primary's death: on the promoted
     # replica, another client cannot take the lock while the lease lasts, and the
     # next fence is greater.
@@ -143,8 +146,8 @@ async def test_failover_keeps_the_lock_and_the_fence_sequence(
 
 
 AOF = ("--appendonly", "yes", "--appendfsync", "always")
-both_aof = replicated_fixture("both_aof", primary=AOF, replica=AOF)
-replica_without_aof = replicated_fixture("replica_without_aof", primary=AOF)
+both_aof = replicated_fixture("both_aof", AOF, AOF, scope="module")
+replica_without_aof = replicated_fixture("replica_without_aof", AOF, scope="module")
 
 
 # valkey-py shares redis-py's adapter; a replica acknowledges its AOF about once a
