@@ -30,6 +30,20 @@ Wrap each call in :func:`_call`, which gives it a deadline and turns the library
 errors into :class:`LockUnavailableError` (no answer) or :class:`LockRefusedError`
 (the server said no, quoted in its own words), whatever the library.
 
+A new primitive does, for example::
+
+    self._client = _adapt(client)  # in __init__: TypeError for a foreign client
+    granted = await _call(
+        self._client, self.name, "acquire", timeout_s,
+        lambda: self._client.script(_MY_SCRIPT, (key1, key2), (token, ms)),
+    )
+
+Script answers arrive as the library parses them: integers, and ``bytes`` (``str``
+from a client made with ``decode_responses=True``); convert with ``int()`` and
+decode where needed. A call the protocol lacks is added here and to every adapter.
+Enter ``subscribe()`` outside any cancel scope that ends before it does (it runs the
+library's own task group); see ``RedisRefreshCache.listen``.
+
 Adapters live in ``_coredis.py`` (``coredis.Redis``, ``coredis.RedisCluster``, and so
 a Sentinel-managed primary from ``coredis.sentinel.Sentinel.primary_for()``),
 ``_redis_py.py`` (``redis.asyncio.Redis`` and ``redis.asyncio.RedisCluster``) and
