@@ -204,3 +204,73 @@ async def test_wait_aof_without_a_local_aof_is_refused_in_the_servers_words(
             await mutex.acquire()
         assert "appendonly" in str(exc_info.value), exc_info.value
         assert replicated.primary.command("EXISTS", lock_key(name)) == b":0\r\n"
+
+
+@pytest.mark.heavy
+@over_clients
+async def test_cancelled_while_waiting_for_the_replica_holds_nothing(
+    replicated: ReplicatedServers, family: str
+) -> None:
+    # The grant is in, WAIT is pending (the replica is paused) when the caller's
+    # scope is cancelled: the shielded grant runs to its end, is given back, and
+    # nothing stays held.
+    name = unique("cancelwait")
+    async with connect_as(replicated.primary, family) as client:
+        mutex = RedisMutex(client, name, wait_replicas=1, wait_timeout_ms=400)
+        await mutex.locked()  # connect first
+        outcome: list[str] = []
+        with stopped(replicated):
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+
+                    async def acquirer() -> None:
+                        with anyio.CancelScope() as scope:
+                            try:
+                                await mutex.acquire()
+                                outcome.append("acquired")  # pragma: no cover
+                            except LockUnavailableError:
+                                # The shielded grant ended unconfirmed before the
+                                # cancellation could be delivered: it says so.
+                                outcome.append("unavailable")
+                        outcome.append(f"cancelled={scope.cancelled_caught}")
+
+                    tg.start_soon(acquirer)
+                    await anyio.wait_all_tasks_blocked()  # in the WAIT
+                    assert replicated.primary.command("EXISTS", lock_key(name)) == (
+                        b":1\r\n"
+                    )  # granted, not yet confirmed
+                    tg.cancel_scope.cancel()
+            assert replicated.primary.command("EXISTS", lock_key(name)) == b":0\r\n"
+        assert "acquired" not in outcome, outcome
+        assert outcome[-1].startswith("cancelled="), outcome
+        assert mutex.statistics().total_acquisitions == 0
+
+
+ASYNCIO_FAMILIES = [
+    pytest.param(p.values[0], p.values[1], id=p.id)
+    for p in client_matrix()
+    if p.values[0][0] == "asyncio" and not p.values[0][1]
+]
+
+
+@pytest.mark.parametrize(("anyio_backend", "family"), ASYNCIO_FAMILIES)
+async def test_native_task_cancel_while_waiting_for_the_replica_holds_nothing(
+    replicated: ReplicatedServers, family: str
+) -> None:
+    # asyncio's own Task.cancel(), which anyio's shield does not stop, arrives while
+    # WAIT is pending: the grant is given back before the cancellation leaves.
+    import asyncio
+
+    name = unique("taskcancel")
+    async with connect_as(replicated.primary, family) as client:
+        mutex = RedisMutex(client, name, wait_replicas=1, wait_timeout_ms=2000)
+        await mutex.locked()  # connect first
+        with stopped(replicated):
+            task = asyncio.ensure_future(mutex.acquire())
+            await anyio.wait_all_tasks_blocked()  # in the WAIT
+            assert replicated.primary.command("EXISTS", lock_key(name)) == b":1\r\n"
+            task.cancel()
+            with anyio.fail_after(10), pytest.raises(asyncio.CancelledError):
+                await task
+            assert replicated.primary.command("EXISTS", lock_key(name)) == b":0\r\n"
+        assert mutex.statistics().total_acquisitions == 0
