@@ -185,3 +185,16 @@ async def test_invalidation_on_the_cluster_reaches_another_client(
             else:
                 raise AssertionError("not invalidated within 5 s")
             tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("anyio_backend", "family"),
+    [p for p in client_matrix() if p.values[1] in ASYNCIO_ONLY],
+)
+async def test_listen_with_a_redis_py_cluster_client_says_what_to_use(
+    cluster: RedisClusterServers, family: str
+) -> None:
+    async with connect_cluster(cluster, family) as client:
+        cache: RedisRefreshCache[int] = RedisRefreshCache(client)
+        with anyio.fail_after(10), pytest.raises(TypeError, match="no pub/sub here"):
+            await cache.listen()
