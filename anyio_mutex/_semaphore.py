@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -10,7 +11,6 @@ from types import TracebackType
 from typing import Final, NoReturn, final
 
 import anyio
-import anyio.lowlevel
 from anyio.lowlevel import checkpoint as _checkpoint
 from anyio.lowlevel import checkpoint_if_cancelled as _checkpoint_if_cancelled
 
@@ -22,11 +22,11 @@ Release = Callable[[], None]
 #: What a timed-out acquisition waited for, in MutexTimeoutError's message.
 _WAITING_FOR: Final = "a permit"
 
-#: The releasers of ``async with sem:`` / ``sem.hold()`` bodies the current task is in,
-#: innermost first: ``(release, outer)``. Each task has its own context, so the stack
-#: is per task; a task started inside a body inherits the stack but only pops what it
-#: pushed itself.
-_Entered = tuple[Release, "_Entered | None"]
+#: The permits (tokens) of the ``async with sem:`` / ``sem.hold()`` bodies the current
+#: task is in, innermost first: ``(token, outer)``. Each task has its own context, so
+#: the stack is per task; a task started inside a body inherits the stack but only
+#: pops what it pushed itself.
+_Entered = tuple[int, "_Entered | None"]
 
 
 def _check_limit(limit: object) -> int:
@@ -153,22 +153,20 @@ class Semaphore:
 
     # -- state changes (all synchronous) ---------------------------------------------
 
-    def _take(self, label: str) -> Release:
+    def _take(self, label: str) -> int:
         token = self._granted = self._granted + 1
-        holders = self._holders
-        holders[token] = label
+        self._holders[token] = label
+        return token
 
-        def release() -> None:  # _releaser(token), inlined: the uncontended path
-            if holders.pop(token, None) is None:
-                self._released_twice()
-            if self._queue:
-                self._grant()
-
-        return release
+    def _release(self, token: int) -> None:
+        if self._holders.pop(token, None) is None:
+            self._released_twice()
+        if self._queue:
+            self._grant()
 
     def _releaser(self, token: int) -> Release:
-        # One closure per permit (cheaper to build than a partial or an object); the
-        # token tells a repeated call apart from the permit's first release.
+        # One closure per permit (cheaper to build and call than a partial of
+        # _release or an object); the token tells a second call from the first.
         holders = self._holders
 
         def release() -> None:
@@ -244,7 +242,8 @@ class Semaphore:
                 await _checkpoint()
             holders = self._holders
             if len(holders) < self._limit:  # still free after the yield
-                # _take() and _releaser(), inlined: each call costs ~5% here.
+                # _take() and _releaser(), inlined: the two calls cost ~6% of an
+                # uncontended acquire+release on trio (benchmarks/bench_semaphore.py).
                 token = self._granted = self._granted + 1
                 holders[token] = label
 
@@ -258,7 +257,9 @@ class Semaphore:
             checkpointed = True
         else:
             checkpointed = False
-        return await self._acquire_contended(label, timeout_ms, timeout_s, checkpointed)
+        return self._releaser(
+            await self._acquire_contended(label, timeout_ms, timeout_s, checkpointed)
+        )
 
     async def _acquire_contended(
         self,
@@ -266,13 +267,14 @@ class Semaphore:
         timeout_ms: float | None,
         timeout_s: float | None,
         checkpointed: bool,
-    ) -> Release:
+    ) -> int:
+        # The slow path of acquire() and _enter(): returns the granted permit's token.
         start = anyio.current_time()
         if timeout_s == 0:
             if not checkpointed:
                 # "Try once" is still a checkpoint, so a retry loop cannot starve
                 # the event loop; nothing is queued, so nothing to undo if cancelled.
-                await anyio.lowlevel.checkpoint()
+                await _checkpoint()
                 if len(self._holders) < self._limit:  # freed during the checkpoint
                     return self._take(label)
             self._fail(start, timeout_ms)
@@ -294,14 +296,14 @@ class Semaphore:
             # below, which may raise.
             self._abandon(waiter)
             # If an enclosing scope was cancelled too, its cancellation wins.
-            await anyio.lowlevel.checkpoint_if_cancelled()
+            await _checkpoint_if_cancelled()
             self._fail(start, timeout_ms)
         # The permit was handed to us (even if our deadline fired at the same moment).
         waited = anyio.current_time() - start
         self._contended += 1
         if waited > self._longest_wait:
             self._longest_wait = waited
-        return self._releaser(waiter.token)
+        return waiter.token
 
     def _fail(self, start: float, timeout_ms: float | None) -> NoReturn:
         self._timeouts += 1
@@ -330,7 +332,7 @@ class Semaphore:
             check_label(label)
         if len(self._holders) >= self._limit:
             raise anyio.WouldBlock
-        return self._take(label)
+        return self._releaser(self._take(label))
 
     def hold(
         self, *, timeout_ms: float | None = None, label: str | None = None
@@ -349,41 +351,48 @@ class Semaphore:
         check_label(label)
         return _SemaphoreHold(self, timeout_ms, label)
 
-    async def _enter(self, timeout_ms: float | None, label: str | None) -> None:
-        release = await self.acquire(timeout_ms=timeout_ms, label=label)
-        # Nothing awaits between the grant and this push, so no cancellation can land
-        # between them.
-        self._entered.set((release, self._entered.get()))
-
-    def _exit(self) -> None:
-        entered = self._entered.get()
-        if entered is None:
-            raise MutexReleaseError(
-                self._label,
-                self._oldest(),
-                reason="this task did not enter it with 'async with'",
-            )
-        release, outer = entered
-        self._entered.set(outer)
-        release()
-
-    async def __aenter__(self) -> None:
-        # acquire()'s path, inlined (a coroutine frame costs ~5% here): ``async with
-        # sem:`` is the common form.
+    async def _enter(
+        self, timeout_ms: float | None = None, label: str | None = None
+    ) -> None:
+        # acquire() for ``async with``: the permit's token goes on this task's stack
+        # instead of into a releaser. Arguments were checked by hold().
+        timeout_s = None if timeout_ms is None else timeout_ms / 1000
+        if timeout_s == math.inf:
+            timeout_s = None
+        if label is None:
+            label = self._label
+        checkpointed = False
         if len(self._holders) < self._limit:
             if self._fast_acquire:
                 await _checkpoint_if_cancelled()
             else:
                 await _checkpoint()
-            if len(self._holders) < self._limit:  # still free after the yield
-                release = self._take(self._label)
-            else:
-                release = await self._acquire_contended(self._label, None, None, True)
+            checkpointed = True
+        if checkpointed and len(self._holders) < self._limit:
+            token = self._take(label)
         else:
-            release = await self._acquire_contended(self._label, None, None, False)
-        # Nothing awaits between the grant and this push.
+            token = await self._acquire_contended(
+                label, timeout_ms, timeout_s, checkpointed
+            )
+        # Nothing awaits between the grant and this push, so no cancellation lands
+        # between them.
         entered = self._entered
-        entered.set((release, entered.get()))
+        entered.set((token, entered.get()))
+
+    def _exit(self) -> None:
+        entered = self._entered
+        top = entered.get()
+        if top is None:
+            raise MutexReleaseError(
+                self._label,
+                self._oldest(),
+                reason="this task did not enter it with 'async with'",
+            )
+        entered.set(top[1])
+        self._release(top[0])
+
+    #: ``async with sem:`` is _enter() with no timeout and the default label.
+    __aenter__ = _enter
 
     async def __aexit__(
         self,
@@ -391,13 +400,7 @@ class Semaphore:
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        entered = self._entered
-        top = entered.get()  # _exit(), inlined for the common case
-        if top is None:
-            self._exit()  # raises
-        else:
-            entered.set(top[1])
-            top[0]()
+        self._exit()
 
     # -- state ------------------------------------------------------------------------
 
