@@ -733,6 +733,57 @@ async def test_enclosing_deadline_equal_to_own_deadline_wins(
     release()
 
 
+async def test_hold_times_out_and_leaves_the_task_able_to_enter_again(
+    anyio_backend: Any,
+) -> None:
+    sem = Semaphore(1, label="s")
+    release = await sem.acquire(label="holder")
+    for timeout_ms in (0, 20):
+        with anyio.fail_after(5), pytest.raises(MutexTimeoutError) as exc_info:
+            async with sem.hold(timeout_ms=timeout_ms, label="late"):
+                pytest.fail("must not enter")  # pragma: no cover
+        assert exc_info.value.owner == "holder"
+        assert exc_info.value.timeout_ms == timeout_ms
+    release()
+    # Nothing was pushed for the failed entries: the next body pops its own permit.
+    async with sem.hold(timeout_ms=math.inf, label="next"):
+        assert sem.holders() == ["next"]
+    assert sem.statistics().timeouts == 2
+    assert_idle(sem)
+
+
+@pytest.mark.parametrize("form", ["async with", "hold"])
+async def test_body_entry_cancelled_at_the_handoff_passes_the_permit_on(
+    form: str,
+) -> None:
+    sem = Semaphore(1)
+    scope = anyio.CancelScope()
+    entered: list[str] = []
+
+    async def first() -> None:
+        with scope:
+            async with sem if form == "async with" else sem.hold(label="first"):
+                entered.append("first")  # pragma: no cover
+
+    async def second() -> None:
+        async with sem.hold(label="second"):
+            entered.append("second")
+            assert sem.holders() == ["second"]
+
+    with anyio.fail_after(5):
+        release = await sem.acquire(label="holder")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            await wait_all_tasks_blocked()
+            tg.start_soon(second)
+            await wait_all_tasks_blocked()
+            scope.cancel()  # pending when "first" is handed the permit
+            release()
+    assert entered == ["second"]
+    assert sem.statistics().total_acquisitions == 2
+    assert_idle(sem)
+
+
 # -- statistics ------------------------------------------------------------------------
 
 
@@ -831,9 +882,10 @@ def test_a_free_semaphore_moves_between_backends() -> None:
 async def test_random_stress_never_exceeds_the_limit(anyio_backend: Any) -> None:
     """A gauge of bodies inside never exceeds the limit, whatever gives up where.
 
-    Tasks acquire with random timeouts under random cancel deadlines; holders hand
-    some releasers to a helper task that releases them later (permits are not owned);
-    on asyncio, extra plain asyncio tasks are natively cancelled at random moments.
+    Tasks acquire (or enter ``hold()``) with random timeouts under random cancel
+    deadlines; holders hand some releasers to a helper task that releases them later
+    (permits are not owned); on asyncio, extra plain asyncio tasks are natively
+    cancelled at random moments.
     """
     print(f"semaphore stress seed={SEED}")
     rng = random.Random(SEED)
@@ -853,9 +905,29 @@ async def test_random_stress_never_exceeds_the_limit(anyio_backend: Any) -> None
         if sem.statistics().tasks_waiting:
             assert held == limit  # nobody waits while a permit is free
 
+    async def attempt_with_hold(timeout_ms: float | None) -> None:
+        nonlocal inside
+        try:
+            async with sem.hold(timeout_ms=timeout_ms, label="h"):
+                outcomes["acquired"] += 1
+                inside += 1
+                check()
+                try:
+                    for _ in range(rng.randrange(3)):
+                        await checkpoint()
+                        check()
+                finally:
+                    inside -= 1
+        except MutexTimeoutError:
+            outcomes["timed out"] += 1
+        check()
+
     async def attempt() -> None:
         nonlocal inside
         timeout_ms = rng.choice([None, None, 0, 1, 3, 10])
+        if rng.random() < 0.3:
+            await attempt_with_hold(timeout_ms)
+            return
         try:
             release = await sem.acquire(timeout_ms=timeout_ms, label="x")
         except MutexTimeoutError:
