@@ -97,6 +97,8 @@ class Semaphore:
     waiter that is cancelled or times out leaves no trace, also when it was cancelled
     just after being handed a permit: that permit goes to the next waiter. Every
     :meth:`acquire` is a checkpoint, unless ``fast_acquire=True`` and a permit is free.
+    It can be built at import time and binds to no event loop, so a free semaphore can
+    be used from one loop after another.
 
     :param limit: the number of permits, at least 1; settable later as :attr:`limit`
     :param label: a name shown in errors and used as the default holder label
