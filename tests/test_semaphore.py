@@ -30,7 +30,7 @@ from anyio_mutex import (
     SemaphoreStatistics,
 )
 
-from .conftest import BACKENDS, with_mock_clock
+from .conftest import BACKENDS, asyncio_only, with_mock_clock
 
 pytestmark = pytest.mark.anyio
 
@@ -48,11 +48,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
 
 def is_virtual_time(anyio_backend: Any) -> bool:
     return "clock" in anyio_backend[1]
-
-
-def needs_asyncio(anyio_backend: Any) -> None:
-    if anyio_backend[0] != "asyncio":
-        pytest.skip("native asyncio cancellation exists only on asyncio")
 
 
 def assert_idle(sem: Semaphore) -> None:
@@ -479,10 +474,10 @@ async def test_waiter_cancelled_at_the_handoff_passes_the_permit_on(
     assert_idle(sem)
 
 
+@asyncio_only
 async def test_waiter_natively_cancelled_while_queued_or_at_the_handoff(
     anyio_backend: Any,
 ) -> None:
-    needs_asyncio(anyio_backend)
     import asyncio
 
     sem = Semaphore(1)
@@ -515,10 +510,10 @@ async def test_waiter_natively_cancelled_while_queued_or_at_the_handoff(
     assert_idle(sem)
 
 
+@asyncio_only
 async def test_native_cancel_at_the_free_path_checkpoint_holds_nothing(
     anyio_backend: Any,
 ) -> None:
-    needs_asyncio(anyio_backend)
     import asyncio
 
     sem = Semaphore(1)
@@ -531,10 +526,10 @@ async def test_native_cancel_at_the_free_path_checkpoint_holds_nothing(
     assert sem.statistics().total_acquisitions == 0
 
 
+@asyncio_only
 async def test_native_asyncio_timeout_passes_through_and_leaves_no_trace(
     anyio_backend: Any,
 ) -> None:
-    needs_asyncio(anyio_backend)
     import asyncio
 
     if sys.version_info < (3, 11):
