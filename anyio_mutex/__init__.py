@@ -30,6 +30,7 @@ from ._refresh import (
     get_or_refresh,
 )
 from ._rwlock import RWLock, RWLockStatistics
+from ._semaphore import Semaphore, SemaphoreStatistics
 from ._singleflight import SingleFlight, SingleFlightStatistics
 
 try:
@@ -54,6 +55,8 @@ __all__ = [
     "RWLock",
     "RWLockStatistics",
     "RefreshCache",
+    "Semaphore",
+    "SemaphoreStatistics",
     "SingleFlight",
     "SingleFlightStatistics",
     "cached",

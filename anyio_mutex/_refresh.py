@@ -3,25 +3,59 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import itertools
+import keyword
 import math
 import random
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, final
+from typing import (
+    Any,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    TypeVar,
+    cast,
+    final,
+    overload,
+)
 
 import anyio.lowlevel
 
-from ._singleflight import SingleFlight
+from ._singleflight import SingleFlight, check_awaitable
 from ._validation import check_callable, check_label, check_seconds, check_timeout_ms
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 P = ParamSpec("P")
+P2 = ParamSpec("P2")
+S = TypeVar("S")
 
-_UNSET: Any = object()
-_MISS: Any = object()
+
+@final
+class _Sentinel:
+    """A named marker, shown by its name (or a given text) in signatures and reprs."""
+
+    __slots__ = ("_name", "_text")
+
+    def __init__(self, name: str, text: str | None = None) -> None:
+        self._name = name
+        self._text = name if text is None else text
+
+    def __repr__(self) -> str:
+        return self._text
+
+    def __reduce__(self) -> str:
+        return self._name  # pickles as the module global of that name
+
+
+# "Not given: use the cache's own setting" in signatures (anyio_mutex.redis uses it).
+_UNSET: Any = _Sentinel("_UNSET", "<cache default>")
+_MISS: Any = _Sentinel("_MISS")
 _NUMBER_TYPES = (float, int)
 
 
@@ -79,6 +113,17 @@ def _check_ttl(ttl_s: object, name: str = "ttl_s") -> float | None:
     return check_seconds(ttl_s, name, allow_none=True)
 
 
+def _check_factor(value: object, name: str, meaning: str) -> float:
+    """Validate a plain number that is not a duration (a fraction, a factor)."""
+    if type(value) is bool or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number ({meaning}), got {value!r}")
+    return float(value)
+
+
+async def _raising(exc: Exception) -> Any:
+    raise exc
+
+
 @final
 class RefreshCache(Generic[K, V]):
     """A TTL cache that fetches each key at most once per expiry, however many callers.
@@ -113,6 +158,7 @@ class RefreshCache(Generic[K, V]):
     """
 
     __slots__ = (
+        "__weakref__",
         "_checkpoint_on_hit",
         "_clock",
         "_data",
@@ -153,17 +199,17 @@ class RefreshCache(Generic[K, V]):
             raise TypeError(f"max_entries must be an int, got {max_entries!r}")
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries!r}")
-        jit = check_seconds(jitter, "jitter")
-        assert jit is not None
-        if jit >= 1:
+        jit = _check_factor(jitter, "jitter", "a fraction of ttl_s")
+        if not 0 <= jit < 1:  # NaN fails too
             raise ValueError(f"jitter must be in [0, 1), got {jitter!r}")
         if jit and ttl is None:
             raise ValueError(f"jitter={jitter!r} needs a ttl_s, got ttl_s=None")
-        beta = check_seconds(early_refresh, "early_refresh")
-        assert beta is not None
-        if math.isinf(beta):
-            raise ValueError(f"early_refresh must be finite, got {early_refresh!r}")
-        stale = check_seconds(stale_if_error_s, "stale_if_error_s")
+        beta = _check_factor(early_refresh, "early_refresh", "XFetch's beta")
+        if not 0 <= beta < math.inf:
+            raise ValueError(
+                f"early_refresh must be >= 0 and finite, got {early_refresh!r}"
+            )
+        stale = check_seconds(stale_if_error_s, "stale_if_error_s") or 0.0
         check_timeout_ms(timeout_ms)
         check_callable(clock, "clock")
         if not isinstance(label, str):
@@ -202,7 +248,8 @@ class RefreshCache(Generic[K, V]):
         """Return the fresh cached value of ``key``, or fetch it once for all callers.
 
         :param key: the cache key (hashable)
-        :param fetcher: a zero-argument async callable producing the value
+        :param fetcher: a zero-argument async function producing the value (or a
+            function returning an awaitable, such as ``lambda: load(7)``)
         :param ttl_s: how long a value fetched by this call stays fresh (defaults to
             the cache's ``ttl_s``; ``None`` never expires)
         :param timeout_ms: the longest to wait for another caller's fetch (defaults to
@@ -211,14 +258,17 @@ class RefreshCache(Generic[K, V]):
             ``"{label}:{key}"``)
         :raises MutexTimeoutError: if ``timeout_ms`` ran out while waiting
         :raises Exception: whatever the fetch raised
-        :raises TypeError: if ``fetcher`` is not callable, or a bad type is passed
+        :raises TypeError: if ``fetcher`` is not callable or returns something that
+            is not awaitable (no fetch state is left behind), or a bad type is passed
         :raises ValueError: if ``ttl_s`` or ``timeout_ms`` is negative or NaN
         """
         self._check_call(fetcher, ttl_s, timeout_ms, label)
+        if self._checkpoint_on_hit:
+            # First, as trio's primitives do: a cancelled caller changes nothing, and
+            # a miss whose fetcher never yields is a checkpoint all the same.
+            await anyio.lowlevel.checkpoint()
         value = self._hit(key)
         if value is not _MISS:
-            if self._checkpoint_on_hit:
-                await anyio.lowlevel.checkpoint()
             return value  # type: ignore[no-any-return]
         return await self._miss(key, fetcher, ttl_s, timeout_ms, label)
 
@@ -282,36 +332,48 @@ class RefreshCache(Generic[K, V]):
         if timeout_ms is _UNSET:
             timeout_ms = self._timeout_ms
         self._misses += 1
-        return await self._flight.do(
+        return await self._flight._do(
             key,
-            self._fetch,
-            key,
-            fetcher,
-            self._ttl_s if ttl_s is _UNSET else ttl_s,
-            timeout_ms=timeout_ms,
-            label=label,
+            self._start,
+            (key, fetcher, self._ttl_s if ttl_s is _UNSET else ttl_s),
+            timeout_ms,
+            label,
+            "fetch of",
         )
 
-    async def _fetch(
+    def _start(
         self, key: K, fetcher: Callable[[], Awaitable[V]], ttl_s: float | None
-    ) -> V:
+    ) -> Awaitable[V]:
+        # The flight's function, called by the leader before the flight is
+        # registered: a fetcher that returns no awaitable (a sync function) raises
+        # TypeError here and leaves nothing behind.
+        try:
+            pending = fetcher()
+        except Exception as exc:  # failed before its first await: a fetch error
+            return self._fetch(key, _raising(exc), ttl_s)
+        check_awaitable(pending, fetcher, "fetcher")
+        return self._fetch(key, pending, ttl_s)
+
+    async def _fetch(self, key: K, pending: Awaitable[V], ttl_s: float | None) -> V:
         # Runs in the leader's task, once per flight.
         token = self._tokens[key] = object()
         clock = self._clock
         start = clock()
         self._fetches += 1
         try:
-            value = await fetcher()
+            value = await pending
         except Exception:
             self._fetch_errors += 1
-            stale = self._data.get(key)
-            if (
-                self._stale_if_error
-                and stale is not None
-                and clock() < stale.expires + self._stale_if_error
-            ):
-                self._stale_served += 1
-                return stale.value  # type: ignore[no-any-return]
+            old = self._data.get(key)
+            if old is not None:
+                now = clock()
+                if now < old.expires:
+                    # An early (XFetch) refresh failed: the value is still fresh, so
+                    # the caller gets it; the error is not kept.
+                    return old.value  # type: ignore[no-any-return]
+                if now < old.expires + self._stale_if_error:
+                    self._stale_served += 1
+                    return old.value  # type: ignore[no-any-return]
             raise
         finally:
             current = self._tokens.get(key) is token
@@ -353,8 +415,7 @@ class RefreshCache(Generic[K, V]):
         """Drop every entry; fetches running now finish but are not stored."""
         self._data.clear()
         self._tokens.clear()
-        for key in list(self._flight._calls):
-            self._flight.forget(key)
+        self._flight.forget_all()
 
     def __len__(self) -> int:
         """The number of stored entries (expired ones count until evicted)."""
@@ -423,36 +484,344 @@ async def get_or_refresh(
 
 
 _FAST_KEY_TYPES = frozenset({int, str})
-_KWARGS_MARK = object()  # keeps f(a, b) and f(a, x=...) from ever sharing a key
+_POSITIONAL = (
+    inspect.Parameter.POSITIONAL_ONLY,
+    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+)
+_instance_tokens = itertools.count()
 
 
-def _make_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
-    if kwargs:
-        return (args, _KWARGS_MARK, tuple(sorted(kwargs.items())))
-    if len(args) == 1 and type(args[0]) in _FAST_KEY_TYPES:
-        return args[0]  # type: ignore[no-any-return]  # as functools.lru_cache does
-    return args
+@final
+class _KeyMaker:
+    """Turn a call's arguments into one key, whatever way they were passed.
 
-
-class CachedFunction(Protocol[P, V]):
-    """The type of an async function wrapped by :func:`cached`.
-
-    Call it as the original. ``fn.cache`` is the :class:`RefreshCache` holding its
-    results and ``fn.invalidate(*args, **kwargs)`` drops the result for those
-    arguments.
+    Built once per decorated function from its signature. ``f(5)``, ``f(item_id=5)``
+    and ``f(5, view="full")`` (when ``"full"`` is the default) give the same key: the
+    values of every parameter in order, defaults filled in, extra ``*args`` as a
+    tuple and extra ``**kwargs`` sorted. ``key`` is a function generated with the
+    same parameters, so Python's own argument binding does the work (and raises the
+    same ``TypeError`` as the function would, before any state changes). A call
+    passing exactly the positional parameters gives ``args`` itself as the key (or
+    ``args[0]`` for one int or str, as functools.lru_cache does): ``arity`` lets
+    callers take that shortcut without calling ``key``.
     """
 
-    cache: RefreshCache[Any, V]
+    __slots__ = ("arity", "key", "signature", "single")
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[V]:
+    def __init__(self, signature: inspect.Signature, name: str) -> None:
+        params = list(signature.parameters.values())
+        names = [p.name for p in params]
+        if not name.isidentifier() or keyword.iskeyword(name):
+            name = "cached_function"
+        prefix = "_am_"  # helper names that no parameter shadows
+        while any(n.startswith(prefix) for n in [*names, name]):
+            prefix = "_" + prefix
+        namespace: dict[str, Any] = {
+            f"{prefix}fast": _FAST_KEY_TYPES,
+            f"{prefix}sorted": sorted,
+            f"{prefix}tuple": tuple,
+            f"{prefix}type": type,
+        }
+        spelled = []
+        elements = []
+        for i, param in enumerate(params):
+            if param.default is not param.empty:
+                default = f"{prefix}d{i}"
+                namespace[default] = _hashable_default(param)
+                param = param.replace(default=_Sentinel(default))
+            spelled.append(param.replace(annotation=param.empty))
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                elements.append(f"{prefix}tuple({prefix}sorted({param.name}.items()))")
+            else:
+                elements.append(param.name)
+        kinds = {p.kind for p in params}
+        simple = kinds <= set(_POSITIONAL)
+        self.single = simple and len(params) == 1
+        self.arity = len(params) if simple else -1
+        if self.single:
+            (x,) = names
+            body = f"{x} if {prefix}type({x}) in {prefix}fast else ({x},)"
+        else:
+            body = "(" + "".join(f"{e}, " for e in elements) + ")"
+        source = f"def {name}{inspect.Signature(spelled)}:\n    return {body}\n"
+        exec(source, namespace)  # built from a signature, not user text
+        self.key: Callable[..., Hashable] = namespace[name]
+        self.signature = signature
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read: key on the raw call
+        return inspect.Signature(
+            [
+                inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+                inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
+            ]
+        )
+
+
+def _hashable_default(param: inspect.Parameter) -> Any:
+    try:
+        hash(param.default)
+    except TypeError:  # a mutable default: stands for "not given" in keys
+        return _Sentinel(f"<default of {param.name}>")
+    return param.default
+
+
+def _check_async_function(fn: object) -> None:
+    """Reject a function that is surely not async; others are checked by result."""
+    check_callable(fn, "fn")
+    if inspect.iscoroutinefunction(fn):
+        return
+    if not (
+        inspect.isfunction(fn)
+        or inspect.ismethod(fn)
+        or isinstance(fn, functools.partial)
+    ):
+        return  # a callable object: its results are checked when it is called
+    if not inspect.isasyncgenfunction(fn) and inspect.iscoroutinefunction(
+        inspect.unwrap(fn)  # a sync wrapper of an async function (functools.wraps)
+    ):
+        return
+    raise TypeError(
+        f"@cached needs an async function, but {fn!r} is not one: define it with "
+        "'async def'"
+    )
+
+
+@final
+class CachedFunction(Generic[P, V]):
+    """An async function wrapped by :func:`cached`: call it as the original.
+
+    Concurrent calls with the same arguments share one execution, and later calls
+    return the stored result until it expires. ``f.cache`` is the
+    :class:`RefreshCache` holding the results and ``f.invalidate(*args, **kwargs)``
+    drops the result for those arguments.
+
+    Keys are normalised over the function's signature when it is decorated:
+    ``f(5)``, ``f(item_id=5)`` and a call that spells out a default value are the same
+    key, for calls and for :meth:`invalidate` alike.
+
+    On a method, ``obj.method`` is bound per instance: it caches per instance, and
+    ``obj.method.invalidate(3)`` drops ``obj.method(3)``. All instances share one
+    :class:`RefreshCache` (so ``max_entries`` bounds them together), keyed on a
+    token per instance rather than on the instance: the cache never keeps an
+    instance alive, and the entries of a collected instance are never hit again and
+    leave with LRU eviction. Instances must be weak-referenceable.
+    """
+
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_arity",
+        "_base",
+        "_cache",
+        "_checkpoint",
+        "_clock",
+        "_data",
+        "_early",
+        "_fn",
+        "_hit",
+        "_instance",
+        "_keys",
+        "_method_keys",
+        "_name",
+        "_registry",
+        "_single",
+        "_token",
+        "_touch",
+    )
+
+    # Set by functools.update_wrapper, as on the function it wraps.
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[..., Awaitable[V]]
+    _arity: int
+    _base: CachedFunction[..., V]  # of a bound form: the function it was bound from
+    _cache: RefreshCache[Any, V]
+    _checkpoint: bool
+    _clock: Callable[[], float]
+    _data: OrderedDict[Any, _Entry]
+    _early: float
+    _fn: Callable[..., Awaitable[V]]
+    _hit: Callable[[Hashable], Any]
+    _instance: object
+    _keys: _KeyMaker
+    _method_keys: _KeyMaker | None
+    _name: str
+    _registry: dict[int, tuple[weakref.ref[Any], int]]
+    _single: bool
+    _token: int | None
+    _touch: Callable[[Any], None]
+
+    def __init__(
+        self, fn: Callable[P, Awaitable[V]], cache: RefreshCache[Any, V]
+    ) -> None:
+        """Wrap ``fn`` to cache its results in ``cache`` (:func:`cached` does this).
+
+        :raises TypeError: if ``fn`` is not an async function, or ``cache`` is not
+            a :class:`RefreshCache`
+        """
+        _check_async_function(fn)
+        if not isinstance(cache, RefreshCache):
+            raise TypeError(f"cache must be a RefreshCache, got {cache!r}")
+        checkpoint_on_hit = cache._checkpoint_on_hit
+        self._fn = fn
+        self._cache = cache
+        self._hit = cache._hit
+        self._data = cache._data
+        self._clock = cache._clock
+        self._early = cache._early
+        self._touch = cache._data.move_to_end
+        self._checkpoint = checkpoint_on_hit
+        name = getattr(fn, "__name__", "")
+        self._keys = keys = _KeyMaker(_signature(fn), name)
+        self._arity = -1 if checkpoint_on_hit else keys.arity
+        self._single = keys.single
+        self._method_keys = None  # built on first binding to an instance
+        self._name = getattr(fn, "__qualname__", repr(fn))
+        self._registry = {}
+        self._instance = None
+        self._token = None
+        functools.update_wrapper(self, fn)
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> V:
         """Return the cached result for these arguments, or compute it once."""
-        ...
+        # The shortcut: a plain function called with exactly its positional
+        # parameters (``_arity`` is -1 for bound forms and checkpoint_on_hit).
+        if kwargs or len(args) != self._arity:
+            return await self._call(args, kwargs)
+        if self._single:
+            key = args[0]
+            if type(key) not in _FAST_KEY_TYPES:
+                key = args
+        else:
+            key = args
+        # RefreshCache._hit inlined for the common case (no XFetch), which saves a
+        # Python call per hit; anything else goes through _hit itself.
+        entry = self._data.get(key)
+        if entry is not None and self._clock() < entry.expires and not self._early:
+            self._touch(key)
+            self._cache._hits += 1
+            return entry.value  # type: ignore[no-any-return]
+        value = self._hit(key)
+        if value is not _MISS:
+            return value  # type: ignore[no-any-return]
+        fetch = functools.partial(self._fn, *args)
+        return await self._cache._miss(key, fetch, _UNSET, _UNSET, None)
+
+    async def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> V:
+        token = self._token
+        base: CachedFunction[..., V]
+        if token is None:
+            base, key = self, self._keys.key(*args, **kwargs)
+        else:  # bound: _key() inlined, this is every call of a cached method
+            base = self._base
+            key = (token, base._method_keys.key(*args, **kwargs))  # type: ignore[union-attr]
+            args = (self._instance, *args)
+        if base._checkpoint:
+            await anyio.lowlevel.checkpoint()
+        value = base._hit(key)
+        if value is not _MISS:
+            return value  # type: ignore[no-any-return]
+        fetch = functools.partial(base._fn, *args, **kwargs)
+        return await base._cache._miss(key, fetch, _UNSET, _UNSET, None)
+
+    def _key(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[CachedFunction[..., V], Hashable]:
+        """Return the unbound function (which holds the state) and the key."""
+        token = self._token
+        if token is None:
+            return self, self._keys.key(*args, **kwargs)
+        base = self._base
+        assert base._method_keys is not None
+        return base, (token, base._method_keys.key(*args, **kwargs))
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
-        """Drop the cached result for these arguments."""
-        ...
+        """Drop the cached result for these arguments (normalised as calls are).
+
+        :return: whether a result was stored for them
+        """
+        base, key = self._key(args, kwargs)
+        return base._cache.invalidate(key)
+
+    @property
+    def cache(self) -> RefreshCache[Any, V]:
+        """The :class:`RefreshCache` holding the results."""
+        return (self if self._token is None else self._base)._cache
+
+    @overload
+    def __get__(
+        self, instance: None, owner: type[Any] | None = None
+    ) -> CachedFunction[P, V]: ...
+
+    @overload
+    def __get__(
+        self: CachedFunction[Concatenate[S, P2], V],
+        instance: S,
+        owner: type[Any] | None = None,
+    ) -> CachedFunction[P2, V]: ...
+
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any:
+        """Bind to ``instance`` when looked up as a method (one cache per instance)."""
+        if instance is None or self._token is not None:
+            return self
+        registry = self._registry
+        ident = id(instance)
+        entry = registry.get(ident)
+        if entry is None or entry[0]() is not instance:
+            try:
+                ref = weakref.ref(instance, functools.partial(_forget, registry, ident))
+            except TypeError:
+                raise TypeError(
+                    f"@cached method {self._name} needs instances that can be weakly "
+                    f"referenced; add '__weakref__' to the __slots__ of "
+                    f"{type(instance).__qualname__}"
+                ) from None
+            entry = registry[ident] = (ref, next(_instance_tokens))
+        keys = self._method_keys
+        if keys is None:
+            params = list(self._keys.signature.parameters.values())
+            if params and params[0].kind in _POSITIONAL:
+                del params[0]  # self; with (*args), self is the first of args
+            name = self._name.rpartition(".")[2]
+            keys = self._method_keys = _KeyMaker(inspect.Signature(params), name)
+        # The bound form is small; the state stays on self (its _base).
+        bound: CachedFunction[Any, V] = object.__new__(CachedFunction)
+        bound.__dict__ = self.__dict__  # __name__, __doc__, __wrapped__, ... shared
+        bound._arity = -1  # always the general path: it adds the instance's token
+        bound._base = self  # type: ignore[assignment]
+        bound._instance = instance  # held by the bound form only, as a bound method is
+        bound._token = entry[1]
+        return bound
+
+    def __reduce__(self) -> Any:
+        if self._token is not None:
+            return getattr, (self._instance, self._base._name.rpartition(".")[2])
+        return self._name  # pickled by reference, as the function it wraps
+
+    def __repr__(self) -> str:
+        if self._token is not None:
+            name = self._base._name
+            return f"<bound cached function {name} of {self._instance!r}>"
+        return f"<cached function {self._name}>"
 
 
+def _forget(
+    registry: dict[int, tuple[weakref.ref[Any], int]], ident: int, ref: weakref.ref[Any]
+) -> None:
+    entry = registry.get(ident)
+    if entry is not None and entry[0] is ref:
+        del registry[ident]
+
+
+@overload
+def cached(fn: Callable[P, Awaitable[V]], /) -> CachedFunction[P, V]: ...
+
+
+@overload
 def cached(
     *,
     ttl_s: float | None = 60.0,
@@ -463,48 +832,52 @@ def cached(
     timeout_ms: float | None = 5000,
     clock: Callable[[], float] = time.monotonic,
     label: str | None = None,
-) -> Callable[[Callable[P, Awaitable[V]]], CachedFunction[P, V]]:
+    checkpoint_on_hit: bool = False,
+) -> Callable[[Callable[P, Awaitable[V]]], CachedFunction[P, V]]: ...
+
+
+def cached(fn: Any = None, /, **options: Any) -> Any:
     """Cache an async function's results per arguments, with one call per expiry.
 
     ``@cached(ttl_s=30)`` on ``async def load(user_id): ...`` makes concurrent
     ``await load(7)`` calls share one execution, and later calls within 30 s return the
-    stored result. The arguments must be hashable; the options are those of
-    :class:`RefreshCache`, which is available as ``load.cache``.
+    stored result. ``@cached`` and ``@cached()`` use the defaults. The options are
+    exactly those of :class:`RefreshCache` (its signature is the source of this
+    one's), which is available as ``load.cache``; ``label`` defaults to the
+    function's qualified name. The arguments must be hashable. See
+    :class:`CachedFunction` for keys and methods.
+
+    :raises TypeError: if the function is not async (``def`` instead of ``async
+        def``), or an option is of the wrong type
+    :raises ValueError: if an option is out of range
     """
+    label = options.pop("label", None)
     check_label(label)
-    options: dict[str, Any] = {
-        "ttl_s": ttl_s,
-        "max_entries": max_entries,
-        "jitter": jitter,
-        "early_refresh": early_refresh,
-        "stale_if_error_s": stale_if_error_s,
-        "timeout_ms": timeout_ms,
-        "clock": clock,
-    }
+    if fn is not None and not callable(fn):
+        raise TypeError(
+            f"cached() takes its options by keyword, as cached(ttl_s=...), got {fn!r}"
+        )
     RefreshCache(**options)  # validate when cached(...) is called, not at first use
 
     def decorate(fn: Callable[P, Awaitable[V]]) -> CachedFunction[P, V]:
-        check_callable(fn, "fn")
+        _check_async_function(fn)
         name = label if label is not None else getattr(fn, "__qualname__", "cached")
         cache: RefreshCache[Any, V] = RefreshCache(**options, label=name)
-        hit = cache._hit
+        return CachedFunction(fn, cache)
 
-        # A plain function, not an object with __call__: that is ~100 ns per hit.
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> V:
-            key = _make_key(args, kwargs)
-            value = hit(key)
-            if value is not _MISS:
-                return value  # type: ignore[no-any-return]
-            return await cache._miss(
-                key, lambda: fn(*args, **kwargs), _UNSET, _UNSET, None
-            )
+    return decorate if fn is None else decorate(fn)
 
-        def invalidate(*args: P.args, **kwargs: P.kwargs) -> bool:
-            return cache.invalidate(_make_key(args, kwargs))
 
-        wrapper.cache = cache  # type: ignore[attr-defined]
-        wrapper.invalidate = invalidate  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
+def _cached_signature() -> inspect.Signature:
+    """``cached``'s runtime signature, derived from ``RefreshCache``'s."""
+    options = [
+        param.replace(default=None, annotation="str | None")
+        if name == "label"
+        else param
+        for name, param in inspect.signature(RefreshCache).parameters.items()
+    ]
+    fn = inspect.Parameter("fn", inspect.Parameter.POSITIONAL_ONLY, default=None)
+    return inspect.Signature([fn, *options])
 
-    return decorate
+
+cached.__signature__ = _cached_signature()  # type: ignore[attr-defined]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, final
+from types import CoroutineType, TracebackType
+from typing import Any, Generic, NoReturn, TypeVar, final
 
 import anyio
 import anyio.lowlevel
@@ -22,14 +25,47 @@ _PENDING, _OK, _FAILED, _ABANDONED = range(4)
 class _Call:
     """One execution of a flight; every field is written only by its leader."""
 
-    __slots__ = ("done", "error", "label", "state", "value")
+    __slots__ = ("context", "done", "error", "label", "state", "traceback", "value")
 
     def __init__(self, label: str | None) -> None:
         self.done = anyio.Event()  # set when the leader leaves, whatever the outcome
         self.state = _PENDING
         self.value: Any = None
         self.error: BaseException | None = None
+        # The error's traceback and context as the leader caught them: every waiter
+        # re-raises from these, so nothing accumulates on the shared exception.
+        self.traceback: TracebackType | None = None
+        self.context: BaseException | None = None
         self.label = label  # the leader's owner label, for timeout errors
+
+
+def reraise_shared(
+    error: BaseException,
+    traceback: TracebackType | None,
+    context: BaseException | None,
+) -> NoReturn:
+    """Raise ``error``, shared by many callers, without piling their frames onto it.
+
+    Every caller gets the same exception object (``except ValueError as e`` sees the
+    very object the function raised), but each raise starts again from the traceback
+    the function produced, so ``error.__traceback__`` holds the function's frames plus
+    the current caller's, never those of earlier callers. ``__context__`` is restored
+    too: raising inside a caller's ``except`` block would otherwise replace it.
+    """
+    try:
+        raise error.with_traceback(traceback)
+    except BaseException as exc:
+        exc.__context__ = context
+        raise  # a bare raise sets no new context
+
+
+def check_awaitable(result: object, fn: object, name: str) -> None:
+    """Raise ``TypeError`` naming ``fn`` unless its result can be awaited."""
+    if type(result) is not CoroutineType and not inspect.isawaitable(result):
+        raise TypeError(
+            f"{name} must be an async function (or return an awaitable), but "
+            f"{fn!r} returned {result!r}"
+        )
 
 
 @final
@@ -65,10 +101,17 @@ class SingleFlight(Generic[K, T]):
     the waiters are not cancelled with it: one of them takes over and runs ``fn``
     itself. Cancelling a waiter only removes that waiter.
 
+    An exception is shared as the same object by every caller of the flight; each
+    caller's traceback holds the function's frames and its own, never the frames of
+    the callers before it (the traceback of a shared exception does not grow).
+    ``error.__traceback__`` is reset by each re-raise, so read or log it inside the
+    ``except`` block, before the next ``await``.
+
     :param label: a name shown in errors (``MutexTimeoutError.label``)
     """
 
     __slots__ = (
+        "__weakref__",
         "_calls",
         "_executions",
         "_label",
@@ -99,7 +142,8 @@ class SingleFlight(Generic[K, T]):
         """Await ``fn(*args)`` once for all overlapping callers of ``key``.
 
         :param key: the identity of the call (hashable)
-        :param fn: an async function; its arguments follow it
+        :param fn: an async function (or a function returning an awaitable); its
+            arguments follow it
         :param timeout_ms: the longest to wait for another caller's execution (your
             own execution is not bounded); ``None`` waits as long as it runs, ``0``
             only joins if no waiting is needed
@@ -107,12 +151,26 @@ class SingleFlight(Generic[K, T]):
             that time out waiting for it (default ``"{label}:{key}"``)
         :return: the value ``fn`` returned
         :raises MutexTimeoutError: if ``timeout_ms`` ran out while waiting
+        :raises TypeError: if ``fn`` is not callable, or returned something that is
+            not awaitable (nothing is left behind)
         :raises Exception: whatever ``fn`` raised, to every caller that shared it
         """
         check_callable(fn, "fn")
-        timeout_s = None if timeout_ms is None else check_timeout_ms(timeout_ms)
+        check_timeout_ms(timeout_ms)
         if label is not None:
             check_label(label)
+        return await self._do(key, fn, args, timeout_ms, label, "call for")
+
+    async def _do(
+        self,
+        key: K,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        timeout_ms: float | None,
+        label: str | None,
+        what: str,
+    ) -> T:
+        """:meth:`do` with checked arguments; ``what`` names the call in timeouts."""
         start: float | None = None
         deadline: float | None = None
         takeover = False
@@ -120,20 +178,20 @@ class SingleFlight(Generic[K, T]):
             call = self._calls.get(key)
             if call is None:
                 return await self._lead(key, fn, args, label, takeover)
-            if timeout_s is None:
+            if timeout_ms is None or timeout_ms == math.inf:
                 await call.done.wait()
             else:
                 if start is None or deadline is None:  # a takeover keeps the first
                     start = anyio.current_time()
-                    deadline = start + timeout_s
-                await self._wait(key, call, start, deadline, timeout_ms)
+                    deadline = start + timeout_ms / 1000
+                await self._wait(key, call, start, deadline, timeout_ms, what)
             if call.state == _OK:
                 self._shared += 1
                 return call.value  # type: ignore[no-any-return]
             if call.state == _FAILED:
                 self._shared += 1
                 assert call.error is not None
-                raise call.error
+                reraise_shared(call.error, call.traceback, call.context)
             takeover = True  # the leader was cancelled: lead now, or follow the new one
 
     async def _lead(
@@ -144,14 +202,20 @@ class SingleFlight(Generic[K, T]):
         label: str | None,
         takeover: bool,
     ) -> T:
+        # Start fn before the call is registered: a sync function that raises or
+        # returns a non-awaitable leaves no state behind (nothing can join it, as
+        # nothing yields in between).
+        pending = fn(*args)
+        check_awaitable(pending, fn, "fn")
         call = self._calls[key] = _Call(label)
         self._executions += 1
         if takeover:
             self._takeovers += 1
         try:
-            value = await fn(*args)
+            value = await pending
         except Exception as exc:
             call.state, call.error = _FAILED, exc
+            call.traceback, call.context = exc.__traceback__, exc.__context__
             raise
         except BaseException:
             # Cancelled, or KeyboardInterrupt: nothing to share; a waiter takes over.
@@ -171,6 +235,7 @@ class SingleFlight(Generic[K, T]):
         start: float,
         deadline: float,
         timeout_ms: float | None,
+        what: str,
     ) -> None:
         with anyio.CancelScope(deadline=deadline) as scope:
             await call.done.wait()
@@ -181,7 +246,11 @@ class SingleFlight(Generic[K, T]):
             self._timeouts += 1
             owner = call.label if call.label is not None else f"{self._label}:{key}"
             raise MutexTimeoutError(
-                waited * 1000, timeout_ms=timeout_ms, label=self._label, owner=owner
+                waited * 1000,
+                timeout_ms=timeout_ms,
+                label=self._label,
+                owner=owner,
+                waiting_for=f"the {what} key {key!r}",
             )
 
     def forget(self, key: K) -> None:
@@ -190,6 +259,13 @@ class SingleFlight(Generic[K, T]):
         Callers already waiting keep waiting for the running call.
         """
         self._calls.pop(key, None)
+
+    def forget_all(self) -> None:
+        """Let the next call of every key run anew, as :meth:`forget` does for one.
+
+        Callers already waiting keep waiting for the calls running now.
+        """
+        self._calls.clear()
 
     def __contains__(self, key: object) -> bool:
         """Whether ``key`` has an execution running now."""

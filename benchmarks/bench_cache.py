@@ -6,7 +6,8 @@
 Peers (async-lru, cashews, aiocache) run on asyncio only, which is all they support;
 they come from the ``bench`` extra and are skipped, with a note, if missing.
   - warm hit: ns per call, against a dict.get + time.monotonic() floor (inline, and
-    wrapped in an async def, the fairer floor for an awaited API);
+    wrapped in an async def, the fairer floor for an awaited API); @cached also
+    called by keyword (keys are normalised over the signature) and as a method;
   - stampede: N concurrent callers on one cold key, 10 ms fetch: fetches, wall time;
   - many keys: K cold keys x 10 callers, 10 ms fetch: wall time, against a
     hand-written floor (one anyio.Event per key; first caller fetches, rest wait).
@@ -104,12 +105,29 @@ def hit_rows(backend: str) -> list[Row]:
         for _ in range(n):
             await load("k")
 
+    async def decorated_keyword(n: int) -> None:
+        for _ in range(n):
+            await load(key="k")  # as FastAPI calls: normalised to load("k")'s key
+
+    class Repo:
+        @cached(ttl_s=3600)
+        async def load(self, key: str) -> str:
+            return "v"
+
+    repo = Repo()
+
+    async def decorated_method(n: int) -> None:
+        for _ in range(n):
+            await repo.load("k")  # binds per instance on each lookup
+
     rows = [
         Row("floor: inline", floor_inline),
         Row("floor: async def", floor_async),
         Row("RefreshCache", ours, "floor: async def"),
         Row("get_or_refresh", package_level, "floor: async def"),
         Row("@cached", decorated, "floor: async def"),
+        Row("@cached, keyword call", decorated_keyword, "floor: async def"),
+        Row("@cached method", decorated_method, "floor: async def"),
     ]
     if backend != "trio":
         for name, decorator in peers(3600).items():

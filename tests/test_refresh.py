@@ -7,8 +7,14 @@ without sleeping; one test drives them with trio's MockClock through
 
 from __future__ import annotations
 
+import functools
+import gc
+import inspect
 import math
+import pickle
 import random
+import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -128,9 +134,44 @@ async def test_slow_fetch_of_one_key_does_not_delay_another() -> None:
             gate_a.set()
 
 
+async def is_checkpoint(backend: Any, call: Callable[[], Awaitable[Any]]) -> bool:
+    """Whether ``call()`` is a checkpoint, on any backend.
+
+    A checkpoint raises in a cancelled scope (a cancel point) and lets other tasks
+    run (a schedule point: trio's ``assert_checkpoints``; on asyncio, a ready task
+    runs before this one resumes, as its queue is FIFO). Code without one does
+    neither.
+    """
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await call()
+    if backend[0] == "trio":
+        import trio.testing
+
+        try:
+            with trio.testing.assert_checkpoints():
+                await call()
+            scheduled = True
+        except AssertionError:
+            scheduled = False
+    else:
+        ran = anyio.Event()
+
+        async def other() -> None:
+            ran.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other)
+            await call()
+            scheduled = ran.is_set()
+    assert scheduled == scope.cancelled_caught  # both or neither
+    return scheduled
+
+
 async def test_hit_takes_no_lock_and_does_not_wait_behind_a_refresh(
     anyio_backend: Any,
 ) -> None:
+    # Was checked on trio only (assert_no_checkpoints); now on every backend.
     clock = ManualClock()
     cache: RefreshCache[str, str] = RefreshCache(ttl_s=10, clock=clock)
     await cache.get_or_refresh("B", Fetcher(value="b"))
@@ -138,26 +179,43 @@ async def test_hit_takes_no_lock_and_does_not_wait_behind_a_refresh(
     async with anyio.create_task_group() as tg:
         tg.start_soon(cache.get_or_refresh, "A", Fetcher(gate))
         await wait_all_tasks_blocked()
-        if anyio_backend[0] == "trio":
-            import trio.testing
-
-            with trio.testing.assert_no_checkpoints():  # no lock, no waiting at all
-                assert await cache.get_or_refresh("B", Fetcher(value="x")) == "b1"
-        else:
-            assert await cache.get_or_refresh("B", Fetcher(value="x")) == "b1"
-        assert cache.statistics().hits == 1
+        hit = functools.partial(cache.get_or_refresh, "B", Fetcher(value="x"))
+        assert not await is_checkpoint(anyio_backend, hit)  # no lock, no waiting
+        assert await hit() == "b1"
+        assert cache.statistics().hits == 3
         gate.set()
 
 
 async def test_checkpoint_on_hit_option(anyio_backend: Any) -> None:
+    # Asserted nothing on asyncio before (the checked call ran on trio only).
     cache: RefreshCache[str, str] = RefreshCache(checkpoint_on_hit=True)
     await cache.get_or_refresh("k", Fetcher())
-    if anyio_backend[0] == "trio":
-        import trio.testing
+    before = cache.statistics().hits
+    assert await is_checkpoint(
+        anyio_backend, lambda: cache.get_or_refresh("k", Fetcher())
+    )
+    assert cache.statistics().hits == before + 1  # a cancelled call counts nothing
 
-        with trio.testing.assert_checkpoints():
-            await cache.get_or_refresh("k", Fetcher())
-    assert cache.statistics().hits == (1 if anyio_backend[0] == "trio" else 0)
+
+async def test_checkpoint_on_hit_keeps_its_promise_on_a_miss(
+    anyio_backend: Any,
+) -> None:
+    # Regression: a miss whose fetcher never yields was no checkpoint at all.
+    cache: RefreshCache[int, str] = RefreshCache(checkpoint_on_hit=True)
+    keys = iter(range(100))
+    calls = 0
+
+    async def instant() -> str:
+        nonlocal calls
+        calls += 1
+        return "v"
+
+    assert await is_checkpoint(
+        anyio_backend, lambda: cache.get_or_refresh(next(keys), instant)
+    )
+    assert calls == 1  # the cancelled call never started its fetch
+    assert len(cache) == 1  # the checked call fetched and stored
+    assert_no_fetch_state(cache)
 
 
 async def test_fetch_error_reaches_every_waiter_and_is_never_cached() -> None:
@@ -265,12 +323,20 @@ async def test_waiter_timeout_is_its_own_and_reports_the_real_wait() -> None:
     errors = [o for o in outcomes if isinstance(o, MutexTimeoutError)]
     assert len(errors) == 1
     assert errors[0].owner == "refresh:k"
+    assert errors[0].waiting_for == "the fetch of key 'k'"
+    message = str(errors[0])
+    assert message.startswith("Mutex acquisition timed out after ")  # kept for ports
+    assert "waiting for the fetch of key 'k'" in message
+    assert "held by 'refresh:k'" in message
     assert errors[0].timeout_ms == 20
     assert errors[0].waited_ms >= 19
     assert [o for o in outcomes if o == "v1"] == ["v1", "v1"]
 
 
-async def test_memory_stays_bounded_after_100000_keys_with_cancellations() -> None:
+async def test_memory_stays_bounded_after_20000_keys_with_cancellations() -> None:
+    # 20,000 keys through a 1,000-entry cache show the bound as well as 100,000 did,
+    # in a third of the time (100,000 took 5-10 s per backend on a loaded 2-core box).
+    keys = 20_000
     print("seed=7")
     rng = random.Random(7)
     cache: RefreshCache[int, int] = RefreshCache(max_entries=1000, clock=ManualClock())
@@ -279,23 +345,23 @@ async def test_memory_stays_bounded_after_100000_keys_with_cancellations() -> No
         await anyio.lowlevel.checkpoint()
         return i
 
-    cancel = [rng.random() < 0.1 for _ in range(100_000)]
+    cancel = [rng.random() < 0.1 for _ in range(keys)]
 
     async def caller(first: int) -> None:
         for i in range(first, first + 100):
             with anyio.CancelScope() as scope:
                 if cancel[i]:
                     scope.cancel()  # lands inside the fetch, at its checkpoint
-                await cache.get_or_refresh(i, lambda i=i: fetch_value(i))
+                await cache.get_or_refresh(i, functools.partial(fetch_value, i))
 
-    with anyio.fail_after(120):
+    with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
-            for first in range(0, 100_000, 100):
+            for first in range(0, keys, 100):
                 tg.start_soon(caller, first)
     stats = cache.statistics()
-    stored = 100_000 - sum(cancel)  # a cancelled fetch stores nothing
+    stored = keys - sum(cancel)  # a cancelled fetch stores nothing
     assert len(cache) == 1000
-    assert stats.fetches == 100_000
+    assert stats.fetches == keys
     assert stats.evictions == stored - 1000
     assert_no_fetch_state(cache)
 
@@ -437,6 +503,22 @@ async def test_stale_if_error_serves_the_last_good_value_within_its_window() -> 
         ({"max_entries": 1.5}, TypeError, "max_entries must be an int, got 1.5"),
         ({"jitter": 0.1, "ttl_s": None}, ValueError, "jitter=0.1 needs a ttl_s"),
         ({"jitter": 1.0}, ValueError, "jitter must be in [0, 1), got 1.0"),
+        ({"jitter": math.nan}, ValueError, "jitter must be in [0, 1), got nan"),
+        (
+            {"jitter": "0.1"},
+            TypeError,
+            "jitter must be a number (a fraction of ttl_s), got '0.1'",
+        ),
+        (
+            {"early_refresh": "1"},
+            TypeError,
+            "early_refresh must be a number (XFetch's beta), got '1'",
+        ),
+        (
+            {"early_refresh": math.inf},
+            ValueError,
+            "early_refresh must be >= 0 and finite",
+        ),
         ({"early_refresh": -1}, ValueError, "early_refresh must be >= 0"),
         ({"stale_if_error_s": math.nan}, ValueError, "stale_if_error_s must be >= 0"),
         ({"timeout_ms": -5}, ValueError, "timeout_ms must be >= 0"),
@@ -557,3 +639,152 @@ async def test_decorator_positional_and_keyword_calls_never_share_a_key() -> Non
     positional = await load((1,), (("x", 2),))
     assert keyword != positional
     assert len(load.cache) == 2
+
+
+class CallerCount:
+    """Counts its calls; raises ValueError once released."""
+
+    def __init__(self) -> None:
+        self.gate = anyio.Event()
+        self.calls = 0
+
+    async def __call__(self, *args: object) -> str:
+        self.calls += 1
+        await self.gate.wait()
+        raise ValueError("backend down")
+
+
+def traceback_length(exc: BaseException) -> int:
+    n, tb = 0, exc.__traceback__
+    while tb is not None:
+        n, tb = n + 1, tb.tb_next
+    return n
+
+
+@pytest.mark.parametrize("how", ["RefreshCache", "get_or_refresh", "@cached"])
+async def test_shared_fetch_error_traceback_stays_bounded(how: str) -> None:
+    # Regression: the shared exception's traceback grew two frames per caller.
+    boom = CallerCount()
+    key = ("test_shared_fetch_error_traceback_stays_bounded", how)
+    cache: RefreshCache[Any, str] = RefreshCache()
+    decorated = cached(boom)
+    calls: dict[str, Callable[[], Awaitable[str]]] = {
+        "RefreshCache": lambda: cache.get_or_refresh(key, boom),
+        "get_or_refresh": lambda: get_or_refresh(key, boom),
+        "@cached": lambda: decorated(key),
+    }
+    call = calls[how]
+    lengths: list[int] = []
+    errors: list[BaseException] = []
+
+    async def caller() -> None:
+        try:
+            await call()
+        except ValueError as exc:
+            lengths.append(traceback_length(exc))
+            errors.append(exc)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for _ in range(100):
+                tg.start_soon(caller)
+            await wait_all_tasks_blocked()
+            boom.gate.set()
+    assert boom.calls == 1
+    assert len(errors) == 100
+    assert all(e is errors[0] for e in errors)
+    assert max(lengths) <= 16, lengths
+    assert lengths[1:] == [lengths[1]] * 99, lengths
+
+
+async def test_failed_early_refresh_serves_the_still_fresh_value() -> None:
+    # Regression: an XFetch refresh that failed turned a fresh hit into its error.
+    clock = ManualClock()
+    cache: RefreshCache[str, str] = RefreshCache(
+        ttl_s=10, early_refresh=1e9, clock=clock
+    )
+    await cache.get_or_refresh("k", Fetcher(value="good"))
+    cache._data["k"].delta = 1.0  # beta is huge: every hit now refreshes early
+    failures = 0
+
+    async def failing() -> str:
+        nonlocal failures
+        failures += 1
+        raise ConnectionError("down")
+
+    clock.now += 5  # still fresh
+    assert await cache.get_or_refresh("k", failing) == "good1"
+    assert await cache.get_or_refresh("k", failing) == "good1"  # the error is not kept
+    stats = cache.statistics()
+    assert failures == 2
+    assert (stats.early_refreshes, stats.fetch_errors, stats.stale_served) == (2, 2, 0)
+    clock.now += 5  # expired now, and no stale_if_error: the error comes through
+    with pytest.raises(ConnectionError):
+        await cache.get_or_refresh("k", failing)
+    assert_no_fetch_state(cache)
+
+
+async def test_sync_fetcher_is_rejected_naming_it_and_leaves_nothing() -> None:
+    cache: RefreshCache[str, int] = RefreshCache(stale_if_error_s=1e9)
+
+    async def good() -> int:
+        return 1
+
+    def sync_fetcher() -> int:
+        return 5
+
+    before = cache.statistics()
+    with pytest.raises(
+        TypeError, match=r"fetcher must be an async function .*sync_fetcher"
+    ):
+        await cache.get_or_refresh("k", sync_fetcher)  # type: ignore[arg-type]
+    after = cache.statistics()
+    assert (after.fetches, after.fetch_errors, after.in_flight) == (0, 0, 0)
+    assert after.misses == before.misses + 1  # it was a miss: nothing was cached
+    assert_no_fetch_state(cache)
+    assert await cache.get_or_refresh("k", lambda: good()) == 1  # a lambda is fine
+    # Even with a stale value at hand, a sync fetcher is an error, not stale-served.
+    cache.invalidate("k")
+    await cache.get_or_refresh("k", good, ttl_s=0)
+    with pytest.raises(TypeError, match="sync_fetcher"):
+        await cache.get_or_refresh("k", sync_fetcher)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="sync_fetcher"):
+        await get_or_refresh(("test_sync_fetcher", id(cache)), sync_fetcher)  # type: ignore[arg-type]
+    assert_no_fetch_state(default_cache())
+
+
+async def test_fetcher_failing_before_its_first_await_is_a_fetch_error() -> None:
+    clock = ManualClock()
+    cache: RefreshCache[str, str] = RefreshCache(
+        ttl_s=10, stale_if_error_s=30, clock=clock
+    )
+    await cache.get_or_refresh("k", Fetcher(value="good"))
+    clock.now += 20
+
+    def broken() -> Awaitable[str]:
+        raise ConnectionError("no connection")  # before any awaitable exists
+
+    assert await cache.get_or_refresh("k", broken) == "good1"  # stale-served
+    assert cache.statistics().fetch_errors == 1
+    assert_no_fetch_state(cache)
+
+
+def test_signatures_show_named_defaults() -> None:
+    for fn in (RefreshCache.get_or_refresh, cached, get_or_refresh):
+        text = str(inspect.signature(fn))
+        assert "object at 0x" not in text, text
+    text = str(inspect.signature(RefreshCache.get_or_refresh))
+    assert "ttl_s: 'float | None' = <cache default>" in text, text
+    assert "timeout_ms: 'float | None' = <cache default>" in text, text
+    from anyio_mutex._refresh import _UNSET
+
+    assert pickle.loads(pickle.dumps(_UNSET)) is _UNSET
+
+
+def test_is_weak_referenceable() -> None:
+    cache: RefreshCache[str, str] = RefreshCache()
+    ref = weakref.ref(cache)
+    assert ref() is cache
+    del cache
+    gc.collect()
+    assert ref() is None

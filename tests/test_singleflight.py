@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import weakref
 
 import anyio
 import pytest
@@ -140,6 +141,11 @@ async def test_waiter_timeout_raises_and_leaves_the_others() -> None:
     err = next(o for o in outcomes if isinstance(o, MutexTimeoutError))
     assert err.owner == "job-1"
     assert err.label == "lookups"
+    assert err.waiting_for == "the call for key 'k'"
+    assert str(err).startswith(
+        "Mutex acquisition timed out after "
+    )  # the prefix ported code matches on
+    assert "waiting for the call for key 'k'" in str(err)
     assert err.waited_ms >= 9
     assert 7 in outcomes
     assert flight.statistics().timeouts == 1
@@ -170,7 +176,137 @@ async def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="fn must be callable, got 5"):
         await flight.do("k", 5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="timeout_ms must be >= 0"):
-        await flight.do("k", anyio.sleep, 0, timeout_ms=-1)
+        await flight.do("k", anyio.sleep, 0, timeout_ms=-1)  # type: ignore[arg-type]
     assert len(flight) == 0
     with pytest.raises(TypeError, match="label must be a str"):
         SingleFlight(3)  # type: ignore[arg-type]
+
+
+def traceback_length(exc: BaseException) -> int:
+    n, tb = 0, exc.__traceback__
+    while tb is not None:
+        n, tb = n + 1, tb.tb_next
+    return n
+
+
+async def test_shared_exception_traceback_stays_bounded_over_100_callers() -> None:
+    # Regression: one exception object re-raised in every waiter grew two frames
+    # per caller (4, 6, 8, ...), keeping every earlier caller's frames alive.
+    flight: SingleFlight[str, int] = SingleFlight()
+    gate = anyio.Event()
+    lengths: list[int] = []
+    errors: list[BaseException] = []
+
+    async def boom() -> int:
+        await gate.wait()
+        raise ValueError("backend down")
+
+    async def caller() -> None:
+        try:
+            await flight.do("k", boom)
+        except ValueError as exc:
+            lengths.append(traceback_length(exc))  # read inside the except block
+            errors.append(exc)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for _ in range(100):
+                tg.start_soon(caller)
+            await wait_all_tasks_blocked()
+            gate.set()
+    assert len(errors) == 100
+    assert all(e is errors[0] for e in errors)  # still the very same object
+    assert max(lengths) <= 12, lengths
+    assert max(lengths) - min(lengths) <= 3, lengths
+    assert lengths[1:] == [lengths[1]] * 99  # every waiter sees the same depth
+    # The frames of the function that raised are still there for every caller.
+    assert errors[0].__traceback__ is not None
+
+
+async def test_a_waiter_inside_an_except_block_does_not_rewrite_the_context() -> None:
+    flight: SingleFlight[str, int] = SingleFlight()
+    gate = anyio.Event()
+    contexts: list[object] = []
+
+    async def boom() -> int:
+        await gate.wait()
+        raise ValueError("backend down")
+
+    async def caller(handling: bool) -> None:
+        try:
+            if handling:
+                try:
+                    raise KeyError("unrelated")
+                except KeyError:
+                    await flight.do("k", boom)
+            else:
+                await flight.do("k", boom)
+        except ValueError as exc:
+            contexts.append(exc.__context__)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller, False)  # the leader
+            await wait_all_tasks_blocked()
+            tg.start_soon(caller, True)  # waits while handling a KeyError
+            await wait_all_tasks_blocked()
+            tg.start_soon(caller, False)
+            await wait_all_tasks_blocked()
+            gate.set()
+    assert contexts == [None, None, None]
+
+
+async def test_sync_function_is_rejected_by_its_result_leaving_nothing() -> None:
+    flight: SingleFlight[str, int] = SingleFlight()
+
+    def sync() -> int:
+        return 5
+
+    with pytest.raises(
+        TypeError, match=r"fn must be an async function .*sync.* returned 5"
+    ):
+        await flight.do("k", sync)  # type: ignore[arg-type]
+    assert len(flight) == 0
+    assert flight.statistics().executions == 0
+
+    def raises_at_once() -> int:
+        raise LookupError("before any await")
+
+    with pytest.raises(LookupError):
+        await flight.do("k", raises_at_once)  # type: ignore[arg-type]
+    assert len(flight) == 0
+
+    async def real() -> int:
+        return 7
+
+    # A plain function that returns an awaitable is fine.
+    assert await flight.do("k", lambda: real()) == 7
+
+
+async def test_forget_all_lets_every_key_run_anew() -> None:
+    flight: SingleFlight[str, str] = SingleFlight()
+    gate = anyio.Event()
+    results: list[str] = []
+
+    async def work(tag: str) -> str:
+        if tag == "old":
+            await gate.wait()
+        return tag
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: flight.do("a", work, "old"))
+        tg.start_soon(lambda: flight.do("b", work, "old"))
+        await wait_all_tasks_blocked()
+        assert len(flight) == 2
+        flight.forget_all()
+        assert len(flight) == 0
+        results.append(await flight.do("a", work, "new"))
+        results.append(await flight.do("b", work, "new"))
+        gate.set()
+    assert results == ["new", "new"]
+    assert len(flight) == 0
+
+
+def test_is_weak_referenceable() -> None:
+    flight: SingleFlight[str, int] = SingleFlight()
+    assert weakref.ref(flight)() is flight
