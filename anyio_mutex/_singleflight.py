@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from types import CoroutineType, TracebackType
 from typing import Any, Generic, NoReturn, TypeVar, final
@@ -14,6 +14,8 @@ import anyio.lowlevel
 
 from ._errors import MutexTimeoutError
 from ._validation import check_callable, check_label, check_timeout_ms
+from ._waitgraph import Holder, LockView, enter_wait, leave_wait, track
+from ._waitgraph import registry as _waitgraph
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -25,7 +27,17 @@ _PENDING, _OK, _FAILED, _ABANDONED = range(4)
 class _Call:
     """One execution of a flight; every field is written only by its leader."""
 
-    __slots__ = ("context", "done", "error", "label", "state", "traceback", "value")
+    __slots__ = (
+        "context",
+        "done",
+        "error",
+        "label",
+        "leader",
+        "state",
+        "traceback",
+        "value",
+        "waits_for",
+    )
 
     def __init__(self, label: str | None) -> None:
         self.done = anyio.Event()  # set when the leader leaves, whatever the outcome
@@ -37,6 +49,21 @@ class _Call:
         self.traceback: TracebackType | None = None
         self.context: BaseException | None = None
         self.label = label  # the leader's owner label, for timeout errors
+        # The leader's task, recorded only while deadlock detection is on; and what
+        # waiters wait for, named by the first waiter (neither is on the leader's
+        # path when nobody waits).
+        self.leader: anyio.TaskInfo | None = None
+        self.waits_for: str | None = None
+
+    def _wg_holders(self, key: object) -> Sequence[Holder]:
+        # A finished call is held by nobody: its waiters are about to resume.
+        leader = self.leader
+        if leader is None or self.done.is_set():
+            return ()
+        return (Holder(leader.id, leader.name, self.label),)
+
+    def _wg_label(self, key: object) -> str:
+        return self.waits_for or "a single-flight call"
 
 
 def reraise_shared(
@@ -130,6 +157,12 @@ class SingleFlight(Generic[K, T]):
         self._shared = 0
         self._takeovers = 0
         self._timeouts = 0
+        track(self)
+
+    def _wg_locks(self) -> Iterator[LockView]:
+        for key, call in list(self._calls.items()):
+            label = call.waits_for or f"{self._label}: the call for key {key!r}"
+            yield LockView("flight", label, call, None, call._wg_holders(None))
 
     async def do(
         self,
@@ -178,13 +211,31 @@ class SingleFlight(Generic[K, T]):
             call = self._calls.get(key)
             if call is None:
                 return await self._lead(key, fn, args, label, takeover)
-            if timeout_ms is None or timeout_ms == math.inf:
-                await call.done.wait()
-            else:
-                if start is None or deadline is None:  # a takeover keeps the first
-                    start = anyio.current_time()
-                    deadline = start + timeout_ms / 1000
-                await self._wait(key, call, start, deadline, timeout_ms, what)
+            unbounded = timeout_ms is None or timeout_ms == math.inf
+            wait = None
+            if _waitgraph.detect:
+                if call.waits_for is None:
+                    call.waits_for = f"{self._label}: the {what} key {key!r}"
+                # Raises DeadlockError if the leader waits, directly or through
+                # others, for this task: a fetch awaiting its own key, say.
+                wait = enter_wait(
+                    call,
+                    None,
+                    anyio.get_current_task(),
+                    label,
+                    bounded=not unbounded,
+                )
+            try:
+                if unbounded:
+                    await call.done.wait()
+                else:
+                    if start is None or deadline is None:  # a takeover keeps the first
+                        start = anyio.current_time()
+                        deadline = start + timeout_ms / 1000  # type: ignore[operator]
+                    await self._wait(key, call, start, deadline, timeout_ms, what)
+            finally:
+                if wait is not None:
+                    leave_wait(wait)
             if call.state == _OK:
                 self._shared += 1
                 return call.value  # type: ignore[no-any-return]
@@ -208,6 +259,8 @@ class SingleFlight(Generic[K, T]):
         pending = fn(*args)
         check_awaitable(pending, fn, "fn")
         call = self._calls[key] = _Call(label)
+        if _waitgraph.detect:  # a fetch's waiters need to know whose it is
+            call.leader = anyio.get_current_task()
         self._executions += 1
         if takeover:
             self._takeovers += 1

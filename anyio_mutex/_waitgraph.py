@@ -16,28 +16,26 @@ waits for lock -> lock is held by task -> that task waits for ..." and raises
 :class:`DeadlockError` if the walk proves that the wait can never be granted; the
 caller then holds nothing new and nothing else has changed.
 
-Soundness (no false positives, whatever the interleaving). A parked task ``t`` is
-*stuck* if its wait can only end by a cancellation. The walk computes the greatest set
-``S`` of tasks, assuming the current task parks, such that each member is parked on
-something blocked by ``S``:
+Soundness (no false positives, whatever the interleaving). A parked task is *stuck*
+if its wait can never be granted: only a timeout or a cancellation can end it (either
+way the wait fails; a cycle whose members have ``timeout_ms`` is still a deadlock, it
+would just end in a :class:`MutexTimeoutError` somewhere instead). The walk computes
+the greatest set ``S`` of tasks, assuming the current task parks, such that each
+member is parked on something blocked by ``S``:
 
 * a wait that needs every holder gone (a mutex, an RWLock writer waiting for its
   readers, a fetch waiting for its leader) is blocked if *some* holder is in ``S``;
-* a wait that needs any one holder gone (a semaphore permit) is blocked only if it
-  has holders and *all* of them are in ``S``.
+* a wait that needs any one holder gone (a permit) is blocked only if it has holders
+  and *all* of them are in ``S``.
 
-A task counts as free (never in ``S``) if it is not parked on one of our locks, if its
-wait has its own timeout (it ends by itself and the task moves on), or if the thing
-it waits for already lists it as a holder: that is the hand-off window, where a lock
-was granted to a waiter that has not resumed yet. The walk runs synchronously on the
-event loop's thread, so no task changes state while it looks. If every member of
-``S`` is parked on something only members of ``S`` can release, none of them can ever
-move again except by cancellation: the current task is deadlocked if it is in ``S``
+A task counts as free (never in ``S``) if it is not parked on one of our locks, or if
+the thing it waits for already lists it as a holder: that is the hand-off window,
+where a lock was granted to a waiter that has not resumed yet. The walk runs
+synchronously on the event loop's thread, so no task changes state while it looks.
+If every member of ``S`` is parked on something only members of ``S`` can release,
+none of them can ever be granted: the current task is deadlocked if it is in ``S``
 and the walk leads back to it. Waits imposed only by FIFO order (a waiter queued
 behind another waiter) are not edges, so such deadlocks are missed, never invented.
-An enclosing ``fail_after`` is invisible to the walk (anyio has no public way to read
-another task's deadline), so a cycle whose members would all be cancelled later is
-still reported at once.
 """
 
 from __future__ import annotations
@@ -255,8 +253,8 @@ def enter_wait(
 
     :param task: the current task
     :param label: the waiter's own label, for :func:`snapshot`
-    :param bounded: the wait has its own timeout (it then never counts as stuck for
-        the walks of other tasks)
+    :param bounded: the wait has its own timeout (shown by :func:`snapshot`; a
+        timeout ends a wait by failing it, so it does not break a cycle)
     :param need_all: ``True`` if the wait needs every holder gone, ``False`` if any
         one holder leaving lets it in (a semaphore permit)
     :raises DeadlockError: if the wait closes a cycle; nothing is registered then
@@ -318,8 +316,8 @@ def _find_cycle(
         if tid in nodes:
             continue
         wait = waiting.get(tid)
-        if wait is None or wait.bounded:
-            continue  # running, or its wait ends by itself: free
+        if wait is None:
+            continue  # running (or parked on something else): free
         its_holders = wait.resource._wg_holders(wait.key)
         if any(h.task_id == tid for h in its_holders):
             continue  # granted, not resumed yet (the hand-off window): free
@@ -422,11 +420,13 @@ class WaiterSnapshot:
     :ivar task: the name of the waiting task
     :ivar label: the label it asked for the lock with, if any
     :ivar waiting_for_s: how long it has been waiting, in seconds
+    :ivar timed: whether the wait has a ``timeout_ms`` of its own
     """
 
     task: str
     label: str | None
     waiting_for_s: float
+    timed: bool
 
 
 @final
@@ -453,8 +453,10 @@ class LockSnapshot:
         lines = [f"{self.kind} {self.label!r}: {held}"]
         for waiter in self.waiters:
             label = f" as {waiter.label!r}" if waiter.label is not None else ""
+            timed = " (with a timeout)" if waiter.timed else ""
             lines.append(
-                f"    waiting: task {waiter.task!r}{label} for {waiter.waiting_for_s:.3f}s"
+                f"    waiting: task {waiter.task!r}{label}"
+                f" for {waiter.waiting_for_s:.3f}s{timed}"
             )
         return "\n".join(lines)
 
@@ -533,7 +535,7 @@ def snapshot() -> Snapshot:
                         for h in view.holders
                     ),
                     waiters=tuple(
-                        WaiterSnapshot(w.task_name, w.label, now - w.since)
+                        WaiterSnapshot(w.task_name, w.label, now - w.since, w.bounded)
                         for w in waiters
                     ),
                 )

@@ -115,12 +115,14 @@ def test_waiting_for_what_the_task_itself_holds_is_a_one_step_cycle() -> None:
     assert info.value.cycle == (DeadlockStep("A", "the fetch of key 1", "leader", "A"),)
 
 
-def test_a_bounded_wait_on_the_cycle_ends_by_itself_so_no_error() -> None:
+def test_timeouts_do_not_break_a_cycle() -> None:
+    # A's wait would end only by failing (a timeout): the cycle is still certain.
     a, b = FakeLock("a"), FakeLock("b")
     a.hold(A)
     b.hold(B)
-    park(A, b, bounded=True)  # A has a timeout: it will give up and go on
-    park(B, a)  # no error: B's wait ends when A times out and lets go
+    park(A, b, bounded=True)
+    with pytest.raises(DeadlockError):
+        park(B, a)
 
 
 def test_own_timeout_does_not_hide_a_certain_cycle() -> None:
