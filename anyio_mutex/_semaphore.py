@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
@@ -16,6 +16,8 @@ from anyio.lowlevel import checkpoint_if_cancelled as _checkpoint_if_cancelled
 
 from ._errors import MutexReleaseError, MutexTimeoutError
 from ._validation import check_label, check_timeout_ms
+from ._waitgraph import Holder, LockView, enter_wait, leave_wait, track
+from ._waitgraph import registry as _waitgraph
 
 Release = Callable[[], None]
 
@@ -152,6 +154,22 @@ class Semaphore:
         self._contended = 0
         self._timeouts = 0
         self._longest_wait = 0.0
+        track(self)
+
+    # -- the wait-for graph ------------------------------------------------------------
+
+    def _wg_holders(self, key: object) -> Sequence[Holder]:
+        # No permit belongs to a task: its release function may be called from any
+        # task, and any task may raise the limit. So a wait for a permit never
+        # counts as certain to last forever: no edges for the deadlock walk.
+        return ()
+
+    def _wg_label(self, key: object) -> str:
+        return self._label
+
+    def _wg_locks(self) -> Iterator[LockView]:
+        holders = [Holder(-1, None, label) for label in list(self._holders.values())]
+        yield LockView("Semaphore", self._label, self, None, holders)
 
     # -- state changes (all synchronous) ---------------------------------------------
 
@@ -281,6 +299,16 @@ class Semaphore:
                     return self._take(label)
             self._fail(start, timeout_ms)
         waiter = _Waiter(label)
+        wait = None
+        if _waitgraph.detect:  # for snapshot(): a permit wait is never a deadlock
+            wait = enter_wait(
+                self,
+                None,
+                anyio.get_current_task(),
+                label,
+                bounded=timeout_s is not None,
+                need_all=False,
+            )
         self._queue[waiter] = None
         try:
             if timeout_s is None:
@@ -293,6 +321,9 @@ class Semaphore:
             # permit on or leave the queue, then let the cancellation through.
             self._abandon(waiter)
             raise
+        finally:
+            if wait is not None:
+                leave_wait(wait)
         if not waiter.granted:
             # Our own deadline fired first. Leave the queue before the checkpoint
             # below, which may raise.
