@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar, final
 
 from ._hold import ReleasingHold
 from ._mutex import AsyncMutex
 from ._validation import check_label, check_timeout_ms
+from ._waitgraph import LockView, track
 
 K = TypeVar("K", bound=Hashable)
 
@@ -63,6 +64,7 @@ class KeyedMutex(Generic[K]):
     """
 
     __slots__ = (
+        "__weakref__",
         "_acquisitions",
         "_contended",
         "_entries",
@@ -95,14 +97,24 @@ class KeyedMutex(Generic[K]):
         self._held = 0
         # Counters of entries already dropped; live entries keep their own.
         self._acquisitions = self._contended = self._timeouts = 0
+        track(self)
+
+    def _wg_locks(self) -> Iterator[LockView]:
+        # Each key's lock is an AsyncMutex that waiters name in the wait-for graph.
+        for entry in list(self._entries.values()):
+            mutex = entry.mutex
+            yield LockView(
+                "KeyedMutex", mutex.label, mutex, None, mutex._wg_holders(None)
+            )
 
     def _entry(self, key: K) -> _Entry:
         entry = self._entries.get(key)
         if entry is None:
             mutex = AsyncMutex(
-                f"{self._label}[{key!r}]", fast_acquire=self._fast_acquire
+                f"{self._label}[{key!r}]",
+                fast_acquire=self._fast_acquire,
+                _order_node=(self, key) if self._lock_order == "key" else self,
             )
-            mutex._order_node = (self, key) if self._lock_order == "key" else self
             entry = self._entries[key] = _Entry(mutex)
         return entry
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, NoReturn, TypeVar, final
@@ -14,6 +14,15 @@ from anyio import LockStatistics
 from ._diagnostics import state as _diagnostics
 from ._errors import MutexReentryError, MutexReleaseError, MutexTimeoutError
 from ._validation import check_callable, check_label, check_timeout_ms
+from ._waitgraph import (
+    Holder,
+    LockView,
+    enter_wait,
+    held_since,
+    leave_wait,
+    track,
+)
+from ._waitgraph import registry as _waitgraph
 
 T = TypeVar("T")
 
@@ -88,7 +97,13 @@ class _MutexBase(anyio.Lock):
         # anyio.Lock.__new__ returns a backend lock; this class wraps one instead.
         return object.__new__(cls)
 
-    def __init__(self, label: str = "mutex", *, fast_acquire: bool = False) -> None:
+    def __init__(
+        self,
+        label: str = "mutex",
+        *,
+        fast_acquire: bool = False,
+        _order_node: object = None,
+    ) -> None:
         if not isinstance(label, str):
             raise TypeError(f"label must be a str, got {label!r}")
         if type(fast_acquire) is not bool:
@@ -103,8 +118,10 @@ class _MutexBase(anyio.Lock):
         # under the mutex's default label are not listed (that saves a task lookup).
         self._waiting: dict[int, str] = {}
         self._held_gen = 0
-        # What the lock-order checker calls this lock (a KeyedMutex renames its keys').
-        self._order_node: object = self
+        # What the lock-order checker calls this lock (a KeyedMutex names its keys').
+        self._order_node: object = self if _order_node is None else _order_node
+        if _order_node is None:  # a KeyedMutex's keys are listed by the KeyedMutex
+            track(self)
         self._acquisitions = 0
         self._contended = 0
         self._timeouts = 0
@@ -169,9 +186,21 @@ class _MutexBase(anyio.Lock):
         start = clock()
         if timeout_s == 0:
             await self._fail_at_once(lock, timeout_ms, start)
+        wait = None
+        if _waitgraph.detect:
+            # Raises DeadlockError (holding nothing new) if the holder waits, directly
+            # or through others, for this task; a re-entry is left to anyio to report.
+            wait = enter_wait(
+                self,
+                None,
+                anyio.get_current_task(),
+                self._label if label is None else label,
+                bounded=timeout_s is not None,
+                reentry=True,
+            )
         task_id = None
         if label is not None and label != self._label:
-            task_id = anyio.get_current_task().id
+            task_id = anyio.get_current_task().id if wait is None else wait.task_id
             self._waiting[task_id] = label
         try:
             if timeout_s is None:
@@ -198,6 +227,8 @@ class _MutexBase(anyio.Lock):
                 raise
             raise MutexReentryError(self._label, self.current_owner) from None
         finally:
+            if wait is not None:
+                leave_wait(wait)
             if task_id is not None:
                 del self._waiting[task_id]
         waited = clock() - start
@@ -276,6 +307,23 @@ class _MutexBase(anyio.Lock):
         checker = _diagnostics.checker
         if checker is not None:
             checker.released(self._order_node, owner)  # type: ignore[arg-type]
+
+    def _wg_holders(self, key: object) -> Sequence[Holder]:
+        # The inner lock knows its owner, also a waiter it was just handed to.
+        lock = self._lock
+        owner = None if lock is None else lock.statistics().owner
+        if owner is None:
+            return ()
+        since = held_since(owner.id, self._order_node)
+        return (Holder(owner.id, owner.name, self.current_owner, since),)
+
+    def _wg_label(self, key: object) -> str:
+        return self._label
+
+    def _wg_locks(self) -> Iterator[LockView]:
+        yield LockView(
+            type(self).__name__, self._label, self, None, self._wg_holders(None)
+        )
 
     def locked(self) -> bool:
         """Return ``True`` if the mutex is held."""

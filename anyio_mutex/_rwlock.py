@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, final
 
@@ -15,6 +15,8 @@ from ._diagnostics import state as _diagnostics
 from ._errors import MutexReentryError, MutexReleaseError, MutexTimeoutError
 from ._hold import ReleasingHold
 from ._validation import check_label, check_timeout_ms
+from ._waitgraph import Holder, LockView, enter_wait, leave_wait, track
+from ._waitgraph import registry as _waitgraph
 
 _READ: Final = "read"
 _WRITE: Final = "write"
@@ -76,6 +78,7 @@ class RWLock:
     """
 
     __slots__ = (
+        "__weakref__",
         "_gen",
         "_label",
         "_queue",
@@ -99,6 +102,7 @@ class RWLock:
         self._queue: deque[_Waiter] = deque()
         self._gen = 0  # numbers acquisitions, so a stale releaser is told apart
         self._read_acquisitions = self._write_acquisitions = self._timeouts = 0
+        track(self)
 
     def _owner(self) -> str | None:
         if self._writer is not None:
@@ -108,6 +112,33 @@ class RWLock:
             more = f" (+{len(labels) - 3} more)" if len(labels) > 3 else ""
             return ", ".join(labels[:3]) + more
         return None
+
+    def _wg_holders(self, waiter: _Waiter | None) -> Sequence[Holder]:
+        # What ``waiter`` waits for: a writer waits for the writer and every reader; a
+        # reader for the writer and any writer queued ahead of it (FIFO: readers
+        # behind a queued writer are not admitted before it). A waiter already
+        # granted (not resumed yet) holds the lock: it waits for nobody.
+        if waiter is not None and waiter.granted:
+            return (Holder(waiter.task_id, None, waiter.label),)
+        holders = []
+        if self._writer is not None:
+            holders.append(Holder(self._writer, None, self._writer_label))
+        if waiter is None or waiter.kind is _WRITE:
+            readers = list(self._readers.items())
+            holders += [Holder(tid, None, label) for tid, (label, _) in readers]
+        else:
+            for other in self._queue:
+                if other is waiter:
+                    break
+                if other.kind is _WRITE:
+                    holders.append(Holder(other.task_id, None, other.label))
+        return holders
+
+    def _wg_label(self, key: object) -> str:
+        return self._label
+
+    def _wg_locks(self) -> Iterator[LockView]:
+        yield LockView("RWLock", self._label, self, None, self._wg_holders(None))
 
     def _grant(self) -> None:
         # Admit from the head of the queue whatever can run now: one writer if the lock
@@ -151,7 +182,8 @@ class RWLock:
         if label is not None:
             check_label(label)
         label = self._label if label is None else label
-        task_id = anyio.get_current_task().id
+        task = anyio.get_current_task()
+        task_id = task.id
         if task_id in self._readers or task_id == self._writer:
             raise MutexReentryError(self._label, self._owner())
         checker = _diagnostics.checker
@@ -183,7 +215,7 @@ class RWLock:
                 owner=owner,
             )
         else:
-            await self._wait(kind, task_id, label, timeout_s, timeout_ms)
+            await self._wait(kind, task, label, timeout_s, timeout_ms)
             if kind is _READ:
                 self._read_acquisitions += 1
             else:
@@ -196,12 +228,15 @@ class RWLock:
     async def _wait(
         self,
         kind: str,
-        task_id: int,
+        task: anyio.TaskInfo,
         label: str,
         timeout_s: float | None,
         timeout_ms: float | None,
     ) -> None:
-        waiter = _Waiter(kind, task_id, label)
+        waiter = _Waiter(kind, task.id, label)
+        wait = None
+        if _waitgraph.detect:  # raises DeadlockError before anything is queued
+            wait = enter_wait(self, waiter, task, label, bounded=timeout_s is not None)
         self._queue.append(waiter)
         start = anyio.current_time()
         try:
@@ -213,6 +248,9 @@ class RWLock:
         except BaseException:
             self._abandon(waiter)
             raise
+        finally:
+            if wait is not None:
+                leave_wait(wait)
         if waiter.granted:
             return
         # Our own deadline fired before the lock was granted.

@@ -159,6 +159,14 @@ def track(source: Source) -> None:
     sources[ident] = weakref.ref(source, forget)
 
 
+def held_since(task_id: int, node: object) -> float | None:
+    """When ``task_id`` took the lock ``node``, if the lock-order checker recorded it."""
+    for held_node, _, since in registry.held.get(task_id, ()):
+        if held_node == node:
+            return since
+    return None
+
+
 @final
 @dataclass(frozen=True)
 class DeadlockStep:
@@ -244,7 +252,8 @@ def enter_wait(
     *,
     bounded: bool = False,
     need_all: bool = True,
-) -> _Wait:
+    reentry: bool = False,
+) -> _Wait | None:
     """Check that parking the current task on ``resource[key]`` can end; register it.
 
     Call right before parking, and :func:`leave_wait` with the result in a
@@ -257,11 +266,16 @@ def enter_wait(
         timeout ends a wait by failing it, so it does not break a cycle)
     :param need_all: ``True`` if the wait needs every holder gone, ``False`` if any
         one holder leaving lets it in (a semaphore permit)
+    :param reentry: ``True`` if the caller reports a wait for what the current task
+        holds itself as re-entry: then nothing is checked or registered and ``None``
+        is returned (the lock raises its own error next)
     :raises DeadlockError: if the wait closes a cycle; nothing is registered then
     """
     name = task.name if task.name is not None else f"<task {task.id}>"
-    cycle = _find_cycle(task.id, name, resource, key, need_all)
-    if cycle is not None:
+    cycle = _find_cycle(task.id, name, resource, key, need_all, reentry)
+    if cycle is _REENTRY:
+        return None
+    if cycle:
         raise DeadlockError(cycle)
     waiting = registry.waiting
     wait = waiting[task.id] = _Wait(
@@ -295,15 +309,27 @@ class _Node(NamedTuple):
     need_all: bool
 
 
+_REENTRY: Final = ()
+
+
 def _find_cycle(
-    me: int, my_name: str, resource: Waitable, key: object, need_all: bool
+    me: int,
+    my_name: str,
+    resource: Waitable,
+    key: object,
+    need_all: bool,
+    reentry: bool = False,
 ) -> tuple[DeadlockStep, ...] | None:
     holders = resource._wg_holders(key)
     waiting = registry.waiting
     # Fast exit, the common case: no holder is parked (or the lock has none) and the
     # current task does not hold what it asks for.
     for holder in holders:
-        if holder.task_id == me or holder.task_id in waiting:
+        if holder.task_id == me:
+            if reentry:
+                return _REENTRY
+            break
+        if holder.task_id in waiting:
             break
     else:
         return None
@@ -504,7 +530,7 @@ def snapshot() -> Snapshot:
     now = time.monotonic()
     # list() copies in one C call each, so a weakref callback or another thread
     # cannot change a container while it is iterated.
-    waits: dict[tuple[int, int], list[_Wait]] = {}
+    waits: dict[int, list[_Wait]] = {}
     for wait in list(registry.waiting.values()):
         while wait is not None:
             waits.setdefault(_ident(wait.resource, wait.key), []).append(wait)
@@ -543,9 +569,10 @@ def snapshot() -> Snapshot:
     return Snapshot(tuple(locks), now)
 
 
-def _ident(resource: object, key: object) -> tuple[int, int]:
-    # Identity, not equality: two locks with equal keys are different locks.
-    return id(resource), id(key)
+def _ident(resource: object, key: object) -> int:
+    # Identity, not equality; every lock (a fetch, a key's mutex) is its own object,
+    # and the key only tells a lock which of its waiters asks (an RWLock's).
+    return id(resource)
 
 
 def install_snapshot_signal(

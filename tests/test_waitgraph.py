@@ -295,3 +295,10 @@ def test_environment_rejects_nonsense() -> None:
     )
     assert out.returncode != 0
     assert "ANYIO_MUTEX_DEADLOCK" in out.stderr
+
+
+def test_reentry_option_leaves_own_holds_to_the_lock() -> None:
+    m = FakeLock("m")
+    m.hold(A)
+    assert wg.enter_wait(m, None, A, None, reentry=True) is None
+    assert wg.registry.waiting == {}
