@@ -32,6 +32,18 @@ from ._refresh import (
 from ._rwlock import RWLock, RWLockStatistics
 from ._semaphore import Semaphore, SemaphoreStatistics
 from ._singleflight import SingleFlight, SingleFlightStatistics
+from ._waitgraph import (
+    DeadlockError,
+    DeadlockStep,
+    HolderSnapshot,
+    LockSnapshot,
+    Snapshot,
+    WaiterSnapshot,
+    disable_deadlock_detection,
+    enable_deadlock_detection,
+    install_snapshot_signal,
+    snapshot,
+)
 
 try:
     __version__ = _metadata.version("anyio_mutex")
@@ -42,10 +54,14 @@ __all__ = [
     "AsyncMutex",
     "CacheStatistics",
     "CachedFunction",
+    "DeadlockError",
+    "DeadlockStep",
+    "HolderSnapshot",
     "KeyedMutex",
     "KeyedMutexStatistics",
     "LockOrderError",
     "LockOrderWarning",
+    "LockSnapshot",
     "Mutex",
     "MutexError",
     "MutexReentryError",
@@ -59,11 +75,17 @@ __all__ = [
     "SemaphoreStatistics",
     "SingleFlight",
     "SingleFlightStatistics",
+    "Snapshot",
+    "WaiterSnapshot",
     "cached",
     "default_cache",
+    "disable_deadlock_detection",
     "disable_lock_order_checks",
+    "enable_deadlock_detection",
     "enable_lock_order_checks",
     "get_or_refresh",
+    "install_snapshot_signal",
+    "snapshot",
 ]
 
 for _name in __all__:
