@@ -103,9 +103,7 @@ class KeyedMutex(Generic[K]):
         # Each key's lock is an AsyncMutex that waiters name in the wait-for graph.
         for entry in list(self._entries.values()):
             mutex = entry.mutex
-            yield LockView(
-                "KeyedMutex", mutex.label, mutex, None, mutex._wg_holders(None)
-            )
+            yield LockView("KeyedMutex", mutex.label, mutex, None, mutex._holders())
 
     def _entry(self, key: K) -> _Entry:
         entry = self._entries.get(key)

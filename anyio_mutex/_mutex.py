@@ -48,6 +48,19 @@ _REENTRY_TEXT = (
     "already held"  # anyio's message for re-entry, the same on both backends
 )
 
+
+class _OwnerLabel(str):
+    """An owner label that also names its holder's task (set after a contended wait)."""
+
+    task_id: int
+    task_name: str
+
+    def __new__(cls, label: str, wait: Any) -> _OwnerLabel:
+        self = super().__new__(cls, label)
+        self.task_id, self.task_name = wait.task_id, wait.task_name
+        return self
+
+
 #: Marks a lock that anyio has handed to a waiter which has not resumed yet; the owner
 #: label is then looked up from the waiter table by the new holder's task id.
 _HANDOFF: Final = object()
@@ -232,7 +245,10 @@ class _MutexBase(anyio.Lock):
             if task_id is not None:
                 del self._waiting[task_id]
         waited = clock() - start
-        self._owner_label = self._label if label is None else label
+        owner = self._label if label is None else label
+        # A waiter knows its task: the label carries it, so the deadlock walk need
+        # not ask the inner lock for its owner (a task lookup) while this lasts.
+        self._owner_label = owner if wait is None else _OwnerLabel(owner, wait)
         self._acquisitions += 1
         self._contended += 1
         if waited > self._longest_wait:
@@ -309,6 +325,18 @@ class _MutexBase(anyio.Lock):
             checker.released(self._order_node, owner)  # type: ignore[arg-type]
 
     def _wg_holders(self, key: object) -> Sequence[Holder]:
+        # For the deadlock walk. Handed to a waiter that has not resumed yet, the
+        # lock's holder is about to run: no edge. After a contended wait the label
+        # names the holder's task; else the inner lock is asked (a task lookup).
+        label = self._owner_label
+        if label is _HANDOFF:
+            return ()
+        if type(label) is _OwnerLabel:
+            since = held_since(label.task_id, self._order_node)
+            return (Holder(label.task_id, label.task_name, str(label), since),)
+        return self._holders()
+
+    def _holders(self) -> Sequence[Holder]:
         # The inner lock knows its owner, also a waiter it was just handed to.
         lock = self._lock
         owner = None if lock is None else lock.statistics().owner
@@ -321,9 +349,7 @@ class _MutexBase(anyio.Lock):
         return self._label
 
     def _wg_locks(self) -> Iterator[LockView]:
-        yield LockView(
-            type(self).__name__, self._label, self, None, self._wg_holders(None)
-        )
+        yield LockView(type(self).__name__, self._label, self, None, self._holders())
 
     def locked(self) -> bool:
         """Return ``True`` if the mutex is held."""
@@ -349,6 +375,8 @@ class _MutexBase(anyio.Lock):
             assert lock is not None
             info = lock.statistics().owner
             return None if info is None else self._waiting.get(info.id, self._label)
+        if type(owner) is _OwnerLabel:
+            return str(owner)  # a plain str, for statistics, errors and pickles
         return owner  # type: ignore[return-value]
 
     @property

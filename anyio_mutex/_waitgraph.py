@@ -335,6 +335,8 @@ def _find_cycle(
         return None
     # Explore every task reachable from here, keeping those that may be stuck.
     nodes: dict[int, _Node] = {me: _Node(resource, key, holders, need_all)}
+    # Holders asked once per lock and walk (a lock's answer may cost a task lookup).
+    asked: dict[tuple[int, int], Sequence[Holder]] = {(id(resource), id(key)): holders}
     names: dict[int, str] = {me: my_name}
     todo = [h.task_id for h in holders]
     while todo:
@@ -344,7 +346,10 @@ def _find_cycle(
         wait = waiting.get(tid)
         if wait is None:
             continue  # running (or parked on something else): free
-        its_holders = wait.resource._wg_holders(wait.key)
+        memo = (id(wait.resource), id(wait.key))
+        its_holders = asked.get(memo)
+        if its_holders is None:
+            its_holders = asked[memo] = wait.resource._wg_holders(wait.key)
         if any(h.task_id == tid for h in its_holders):
             continue  # granted, not resumed yet (the hand-off window): free
         nodes[tid] = _Node(wait.resource, wait.key, its_holders, wait.need_all)
