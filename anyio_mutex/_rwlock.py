@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Final, final
 
@@ -12,8 +13,16 @@ import anyio
 import anyio.lowlevel
 
 from ._diagnostics import state as _diagnostics
-from ._errors import MutexReentryError, MutexReleaseError, MutexTimeoutError
-from ._hold import ReleasingHold
+from ._errors import (
+    ALREADY_RELEASED,
+    NO_EVENT_LOOP,
+    NOT_HOLDER,
+    OTHER_LOOP,
+    MutexLoopError,
+    MutexReentryError,
+    MutexReleaseError,
+)
+from ._hold import Hold, current_loop, deadline_fired
 from ._validation import check_label, check_timeout_ms
 
 _READ: Final = "read"
@@ -76,8 +85,10 @@ class RWLock:
     """
 
     __slots__ = (
+        "__weakref__",
         "_gen",
         "_label",
+        "_loop",
         "_queue",
         "_read_acquisitions",
         "_readers",
@@ -89,8 +100,7 @@ class RWLock:
     )
 
     def __init__(self, label: str = "rwlock") -> None:
-        if not isinstance(label, str):
-            raise TypeError(f"label must be a str, got {label!r}")
+        check_label(label, optional=False)
         self._label = label
         self._readers: dict[int, tuple[str, int]] = {}  # task id -> (label, generation)
         self._writer: int | None = None  # task id
@@ -98,6 +108,7 @@ class RWLock:
         self._writer_gen = 0
         self._queue: deque[_Waiter] = deque()
         self._gen = 0  # numbers acquisitions, so a stale releaser is told apart
+        self._loop: object = None  # the event loop its holders were last seen in
         self._read_acquisitions = self._write_acquisitions = self._timeouts = 0
 
     def _owner(self) -> str | None:
@@ -144,6 +155,51 @@ class RWLock:
             self._queue.remove(waiter)
         self._grant()
 
+    def _reentry(self, kind: str, task_id: int) -> MutexReentryError:
+        if task_id == self._writer:
+            reason = (
+                "it holds the write lock; downgrading to read is not supported"
+                if kind is _READ
+                else "it is not re-entrant"
+            )
+        elif kind is _WRITE:
+            reason = "it holds the read lock; upgrading to write is not supported"
+        else:
+            reason = "it is not re-entrant"
+        return MutexReentryError(self._label, self._owner(), reason=reason)
+
+    def _current_task_id(self) -> int:
+        try:
+            return anyio.get_current_task().id
+        except RuntimeError:  # no event loop in this thread
+            raise MutexLoopError(
+                self._label, self._owner(), reason=NO_EVENT_LOOP
+            ) from None
+
+    def _check_loop(self) -> None:
+        # Before waiting: the holders must be tasks of this event loop, or nobody
+        # would ever wake us. Looked up once per change of event loop.
+        here = current_loop()
+        if here is self._loop:
+            return
+        holders = set(self._readers)
+        if self._writer is not None:
+            holders.add(self._writer)
+        running = {task.id for task in anyio.get_running_tasks()}
+        if holders and not holders & running:
+            raise MutexLoopError(self._label, self._owner(), reason=OTHER_LOOP)
+        self._loop = here
+
+    def _give_back(self, kind: str, task_id: int) -> None:
+        # A grant on the free path was cancelled before the caller resumed.
+        if kind is _READ:
+            del self._readers[task_id]
+            self._read_acquisitions -= 1
+        else:
+            self._writer = self._writer_label = None
+            self._write_acquisitions -= 1
+        self._grant()
+
     async def _acquire(
         self, kind: str, timeout_ms: float | None, label: str | None
     ) -> Callable[[], None]:
@@ -153,7 +209,7 @@ class RWLock:
         label = self._label if label is None else label
         task_id = anyio.get_current_task().id
         if task_id in self._readers or task_id == self._writer:
-            raise MutexReentryError(self._label, self._owner())
+            raise self._reentry(kind, task_id)
         checker = _diagnostics.checker
         if checker is not None:
             checker.before_acquire(self, self._label)
@@ -161,7 +217,6 @@ class RWLock:
         if free and (kind is _READ or not self._readers):
             await anyio.lowlevel.checkpoint_if_cancelled()
             self._gen += 1
-            # Granted now, irrevocably (the checkpoint below is shielded): count it now.
             if kind is _READ:
                 self._readers[task_id] = (label, self._gen)
                 self._read_acquisitions += 1
@@ -169,20 +224,26 @@ class RWLock:
                 self._writer, self._writer_label = task_id, label
                 self._writer_gen = self._gen
                 self._write_acquisitions += 1
-            await anyio.lowlevel.cancel_shielded_checkpoint()
+            try:
+                # Shielded from anyio cancel scopes, but not from asyncio's own
+                # Task.cancel() or asyncio.timeout(): give the grant back then.
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+            except BaseException:
+                self._give_back(kind, task_id)
+                raise
         elif timeout_s == 0:
             # "Try once": never queue; still a checkpoint, so a retry loop yields.
-            start = anyio.current_time()
-            owner = self._owner()
-            await anyio.lowlevel.checkpoint()
-            self._timeouts += 1
-            raise MutexTimeoutError(
-                (anyio.current_time() - start) * 1000,
-                timeout_ms=timeout_ms,
-                label=self._label,
-                owner=owner,
+            error = await deadline_fired(
+                anyio.current_time(),
+                timeout_ms,
+                self._label,
+                self._owner(),
+                try_once=True,
             )
+            self._timeouts += 1
+            raise error
         else:
+            self._check_loop()
             await self._wait(kind, task_id, label, timeout_s, timeout_ms)
             if kind is _READ:
                 self._read_acquisitions += 1
@@ -217,30 +278,22 @@ class RWLock:
             return
         # Our own deadline fired before the lock was granted.
         self._abandon(waiter)
-        waited = anyio.current_time() - start
-        owner = self._owner()
-        await anyio.lowlevel.checkpoint_if_cancelled()  # an enclosing cancel wins
+        error = await deadline_fired(start, timeout_ms, self._label, self._owner())
         self._timeouts += 1
-        raise MutexTimeoutError(
-            waited * 1000, timeout_ms=timeout_ms, label=self._label, owner=owner
-        )
+        raise error
 
     def _releaser(self, kind: str, task_id: int, gen: int) -> Callable[[], None]:
         def release() -> None:
             owner: str | None
-            if anyio.get_current_task().id != task_id:
-                raise MutexReleaseError(
-                    self._label,
-                    self._owner(),
-                    reason="the current task does not hold it",
-                )
+            if self._current_task_id() != task_id:
+                raise MutexReleaseError(self._label, self._owner(), reason=NOT_HOLDER)
             if kind is _READ:
                 held = self._readers.get(task_id)
                 if held is None or held[1] != gen:
                     raise MutexReleaseError(
                         self._label,
                         self._owner(),
-                        reason="this acquisition was already released",
+                        reason=ALREADY_RELEASED,
                     )
                 del self._readers[task_id]
                 owner = held[0]
@@ -249,7 +302,7 @@ class RWLock:
                     raise MutexReleaseError(
                         self._label,
                         self._owner(),
-                        reason="this acquisition was already released",
+                        reason=ALREADY_RELEASED,
                     )
                 owner = self._writer_label
                 self._writer = self._writer_label = None
@@ -289,29 +342,31 @@ class RWLock:
 
     def read(
         self, *, timeout_ms: float | None = None, label: str | None = None
-    ) -> ReleasingHold:
+    ) -> AbstractAsyncContextManager[None]:
         """Return an async context manager holding the read lock for its body.
+
+        Each ``async with`` needs its own ``read()`` call.
 
         :raises TypeError: if an argument has a bad type (raised here, at once)
         :raises ValueError: if ``timeout_ms`` is negative or NaN (raised here, at once)
         """
         check_timeout_ms(timeout_ms)
         check_label(label)
-        return ReleasingHold(functools.partial(self._acquire, _READ, timeout_ms, label))
+        return Hold(functools.partial(self._acquire, _READ, timeout_ms, label))
 
     def write(
         self, *, timeout_ms: float | None = None, label: str | None = None
-    ) -> ReleasingHold:
+    ) -> AbstractAsyncContextManager[None]:
         """Return an async context manager holding the write lock for its body.
+
+        Each ``async with`` needs its own ``write()`` call.
 
         :raises TypeError: if an argument has a bad type (raised here, at once)
         :raises ValueError: if ``timeout_ms`` is negative or NaN (raised here, at once)
         """
         check_timeout_ms(timeout_ms)
         check_label(label)
-        return ReleasingHold(
-            functools.partial(self._acquire, _WRITE, timeout_ms, label)
-        )
+        return Hold(functools.partial(self._acquire, _WRITE, timeout_ms, label))
 
     def locked(self) -> bool:
         """Whether the lock is held, for reading or for writing."""

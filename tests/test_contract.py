@@ -274,7 +274,10 @@ async def test_release_by_another_task_raises_and_changes_nothing(
     assert isinstance(caught[0], RuntimeError)
     assert str(caught[0]) == (
         f"Cannot release lock {kind.error_label('jobs')!r}: "
-        "the current task does not hold it"
+        "the current task does not hold it; a lock belongs to the task that "
+        "acquired it and only that task can release it (to end a hold from another "
+        "task, signal the holder, for example with an anyio.Event or by cancelling "
+        "its scope, and let it release)"
     )
     assert kind.locked(lock)
     assert kind.owner(lock) == "holder"
