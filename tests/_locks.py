@@ -97,3 +97,23 @@ KINDS: list[LockKind] = [
     KEYED,
     RW_WRITE,
 ]
+
+
+async def _rw_read_acquire(rw: anyio_mutex.RWLock, **kw: Any) -> Release:
+    return await rw.acquire_read(**kw)
+
+
+#: The read side of RWLock: shared, so not in KINDS (the exclusive contract).
+RW_READ = LockKind(
+    name="RWLock-read",
+    make=lambda label="rwlock": anyio_mutex.RWLock(label),
+    acquire=_rw_read_acquire,
+    hold=lambda rw, **kw: rw.read(**kw),
+    locked=lambda rw: rw.locked(),
+    owner=lambda rw: ", ".join(rw.readers) or None,
+    waiting=lambda rw: (s := rw.statistics()).readers_waiting + s.writers_waiting,
+    acquisitions=lambda rw: rw.statistics().read_acquisitions,
+)
+
+#: Every way to hold every lock this package has.
+ALL_HOLDS: list[LockKind] = [*KINDS, RW_READ]
