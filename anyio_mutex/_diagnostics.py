@@ -9,7 +9,6 @@ Disabled, the cost is one attribute check per acquire and release.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -21,8 +20,6 @@ import anyio
 
 from ._errors import LockOrderError, LockOrderWarning
 from ._validation import check_seconds
-
-logger: Final = logging.getLogger("anyio_mutex")
 
 _PACKAGE_DIR: Final = os.path.dirname(__file__)
 _ENV_VAR: Final = "ANYIO_MUTEX_LOCK_ORDER"
@@ -149,7 +146,10 @@ class LockOrderChecker:
         if self.long_hold_s is not None:
             held_s = time.monotonic() - since
             if held_s > self.long_hold_s:
-                logger.warning(
+                # Imported here: logging costs more at import than anyio itself.
+                import logging
+
+                logging.getLogger("anyio_mutex").warning(
                     "lock %r was held for %.0f ms by %r (threshold %.0f ms)",
                     label,
                     held_s * 1000,

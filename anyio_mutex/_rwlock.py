@@ -231,19 +231,19 @@ class RWLock:
             except BaseException:
                 self._give_back(kind, task_id)
                 raise
-        elif timeout_s == 0:
-            # "Try once": never queue; still a checkpoint, so a retry loop yields.
-            error = await deadline_fired(
-                anyio.current_time(),
-                timeout_ms,
-                self._label,
-                self._owner(),
-                try_once=True,
-            )
-            self._timeouts += 1
-            raise error
         else:
             self._check_loop()
+            if timeout_s == 0:
+                # "Try once": never queue; still a checkpoint, so a retry loop yields.
+                error = await deadline_fired(
+                    anyio.current_time(),
+                    timeout_ms,
+                    self._label,
+                    self._owner(),
+                    try_once=True,
+                )
+                self._timeouts += 1
+                raise error
             await self._wait(kind, task_id, label, timeout_s, timeout_ms)
             if kind is _READ:
                 self._read_acquisitions += 1
