@@ -5,12 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Final, final
+from typing import Final, Protocol, final
 
 import anyio
 import anyio.lowlevel
 
 from ._errors import MutexTimeoutError
+
+
+class Backend(Protocol):
+    """The two questions the locks ask an anyio backend class."""
+
+    def current_token(self) -> object: ...  # pragma: no cover
+
+    def current_time(self) -> float: ...  # pragma: no cover
 
 
 def _entering() -> None:  # pragma: no cover - a marker, never called
@@ -85,13 +93,39 @@ _LOOP: Final[anyio.lowlevel.RunVar[object]] = anyio.lowlevel.RunVar(
 )
 
 
-def current_loop() -> object:
-    """Return an object unique to the running event loop (one ``anyio.run()``).
+class _PortableBackend:
+    """For anyio < 4.11 (no ``current_token()``): the same answers, more slowly."""
+
+    @staticmethod
+    def current_token() -> object:
+        loop = _LOOP.get(None)
+        if loop is None:
+            loop = object()
+            _LOOP.set(loop)
+        return loop
+
+    @staticmethod
+    def current_time() -> float:
+        return anyio.current_time()
+
+
+try:
+    from anyio.lowlevel import current_token as _current_token
+except ImportError:  # pragma: no cover - anyio < 4.11
+    _current_token = None  # type: ignore[assignment]
+
+
+def running_loop() -> tuple[Backend, object]:
+    """Return the running backend and a token unique to its event loop.
+
+    The backend (:class:`anyio.abc.AsyncBackend`, public API) answers
+    ``current_token()`` for the loop it runs (raising ``RuntimeError`` under another
+    backend) and ``current_time()`` for its clock, both without the backend lookup
+    that ``anyio.current_time()`` does on every call.
 
     :raises RuntimeError: if no event loop runs in this thread
     """
-    loop = _LOOP.get(None)
-    if loop is None:
-        loop = object()
-        _LOOP.set(loop)
-    return loop
+    if _current_token is None:  # pragma: no cover
+        return _PortableBackend, _PortableBackend.current_token()
+    token = _current_token()
+    return token.backend_class, token.native_token

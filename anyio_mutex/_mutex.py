@@ -23,7 +23,7 @@ from ._errors import (
     MutexReentryError,
     MutexReleaseError,
 )
-from ._hold import Hold, current_loop, deadline_fired
+from ._hold import Backend, Hold, deadline_fired, running_loop
 from ._validation import check_bool, check_callable, check_label, check_timeout_ms
 
 T = TypeVar("T")
@@ -62,7 +62,9 @@ class MutexStatistics(LockStatistics):
 class _MutexBase(anyio.Lock):
     __slots__ = (
         "_acquisitions",
+        "_backend",
         "_claims",
+        "_clock",
         "_contended",
         "_fast_acquire",
         "_label",
@@ -99,8 +101,12 @@ class _MutexBase(anyio.Lock):
         # Bound on first use, so the mutex can be built at import time, outside a loop;
         # rebound when it moves, free, to another event loop or backend.
         self._lock: anyio.Lock | None = None
-        # The event loop the inner lock's holder and waiters were last seen in.
+        # The backend and event loop the inner lock's holder and waiters were last
+        # seen in, and that backend's clock (resolved once per loop: cheaper than
+        # anyio.current_time(), which looks the backend up on every call).
+        self._backend: Backend | None = None
         self._loop: object = None
+        self._clock: Callable[[], float] = anyio.current_time
         self._owner_label: object = None
         # Bumped by every acquisition that labels a free lock before awaiting it, so
         # an abandoned one can tell whether the label it wrote is still its own.
@@ -115,14 +121,29 @@ class _MutexBase(anyio.Lock):
         self._timeouts = 0
         self._longest_wait = 0.0
 
-    def _bind(self) -> anyio.Lock:
+    def _here(self) -> tuple[Backend, object]:
         try:
-            loop = current_loop()
+            return running_loop()
         except RuntimeError:
-            raise MutexLoopError(self._label, None, reason=NO_EVENT_LOOP) from None
+            raise MutexLoopError(
+                self._label, self.current_owner, reason=NO_EVENT_LOOP
+            ) from None
+
+    def _bind(self) -> anyio.Lock:
+        backend, loop = self._here()
         lock = self._lock = anyio.Lock(fast_acquire=self._fast_acquire)
-        self._loop = loop
+        self._backend, self._loop, self._clock = backend, loop, backend.current_time
         return lock
+
+    def _moved(self) -> bool:
+        # Whether this call runs in another event loop than the one last seen: one
+        # cheap call to the known backend (it raises under another backend).
+        backend = self._backend
+        assert backend is not None
+        try:
+            return backend.current_token() is not self._loop
+        except RuntimeError:
+            return True
 
     def _settle_owner(self, lock: anyio.Lock) -> None:
         # Called right after the inner lock was released (or an acquire was abandoned):
@@ -142,32 +163,28 @@ class _MutexBase(anyio.Lock):
         owner = lock.statistics().owner
         return owner is not None and owner.id == anyio.get_current_task().id
 
-    def _adopt(self, lock: anyio.Lock, here: object) -> anyio.Lock:
+    def _adopt(self, lock: anyio.Lock) -> anyio.Lock:
         # The mutex was last seen in another event loop (or backend). Free and
         # unwaited for, it moves here on a fresh inner lock; held by a task of this
         # loop (taken on the fast path, which never looks the loop up), it stays.
+        backend, loop = self._here()
         stats = lock.statistics()
         if not stats.locked and not stats.tasks_waiting:
             lock = self._lock = anyio.Lock(fast_acquire=self._fast_acquire)
         elif stats.owner is None or stats.owner not in anyio.get_running_tasks():
             raise MutexLoopError(self._label, self.current_owner, reason=OTHER_LOOP)
-        self._loop = here
+        self._backend, self._loop, self._clock = backend, loop, backend.current_time
         return lock
 
     def _recover(self, lock: anyio.Lock) -> anyio.Lock | None:
         # The inner lock raised RuntimeError: raise the misuse it means, or return the
         # lock to retry with (moved to this loop); None if there is nothing to add.
-        try:
-            here = current_loop()
-        except RuntimeError:
-            raise MutexLoopError(
-                self._label, self.current_owner, reason=NO_EVENT_LOOP
-            ) from None
+        self._here()  # raises if no event loop runs in this thread
         if self._held_by_current_task(lock):
             raise MutexReentryError(self._label, self.current_owner) from None
-        if here is self._loop:
+        if not self._moved():
             return None
-        return self._adopt(lock, here)
+        return self._adopt(lock)
 
     async def _acquire_free(self, lock: anyio.Lock, label: str | None) -> None:
         # The uncontended path; acquire() inlines a copy of it, for speed.
@@ -237,13 +254,13 @@ class _MutexBase(anyio.Lock):
     ) -> None:
         # Everything but the uncontended path: waiting, "try once", misuse, and a lock
         # that has to move to this event loop first.
-        here = current_loop()
-        if here is not self._loop:
-            lock = self._adopt(lock, here)
+        if self._moved():
+            lock = self._adopt(lock)
             if not lock.locked():
                 await self._acquire_free(lock, label)
                 return
-        start = anyio.current_time()
+        clock = self._clock
+        start = clock()
         if timeout_s == 0:
             # "Try once" never queues.
             try:
@@ -282,7 +299,7 @@ class _MutexBase(anyio.Lock):
         finally:
             if task_id is not None:
                 del self._waiting[task_id]
-        waited = anyio.current_time() - start
+        waited = clock() - start
         self._owner_label = self._label if label is None else label
         self._acquisitions += 1
         self._contended += 1
@@ -331,12 +348,7 @@ class _MutexBase(anyio.Lock):
         try:
             lock.release()
         except RuntimeError:
-            try:
-                current_loop()
-            except RuntimeError:
-                raise MutexLoopError(
-                    self._label, self.current_owner, reason=NO_EVENT_LOOP
-                ) from None
+            self._here()  # raises if no event loop runs in this thread
             if not lock.locked():
                 raise MutexReleaseError(self._label, None, reason=NOT_LOCKED) from None
             raise MutexReleaseError(

@@ -22,7 +22,7 @@ from ._errors import (
     MutexReentryError,
     MutexReleaseError,
 )
-from ._hold import Hold, current_loop, deadline_fired
+from ._hold import Hold, deadline_fired, running_loop
 from ._validation import check_label, check_timeout_ms
 
 _READ: Final = "read"
@@ -179,7 +179,7 @@ class RWLock:
     def _check_loop(self) -> None:
         # Before waiting: the holders must be tasks of this event loop, or nobody
         # would ever wake us. Looked up once per change of event loop.
-        here = current_loop()
+        _, here = running_loop()
         if here is self._loop:
             return
         holders = set(self._readers)
