@@ -254,7 +254,11 @@ class _MutexBase(anyio.Lock):
     ) -> None:
         # Everything but the uncontended path: waiting, "try once", misuse, and a lock
         # that has to move to this event loop first.
-        if self._moved():
+        try:  # _moved(), inlined: this runs on every hand-off
+            moved = self._backend.current_token() is not self._loop  # type: ignore[union-attr]
+        except RuntimeError:
+            moved = True
+        if moved:
             lock = self._adopt(lock)
             if not lock.locked():
                 await self._acquire_free(lock, label)
