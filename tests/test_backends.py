@@ -181,3 +181,18 @@ def test_release_in_another_loop_changes_nothing(cls: type[Mutex]) -> None:
     run(leave_it_held, backend=("asyncio", {}))
     run(release_here, backend=("trio", {}))
     assert m.current_owner == "gone"
+
+
+@pytest.mark.parametrize("cls", [Mutex, AsyncMutex])
+def test_acquire_nowait_moves_a_free_lock_too(cls: type[Mutex]) -> None:
+    m = cls("free")
+
+    async def take_and_release() -> str | None:
+        m.acquire_nowait(label="nowait")
+        owner = m.current_owner
+        m.release()
+        return owner
+
+    for backend in SEQUENCE:
+        assert run(take_and_release, backend=backend) == "nowait", backend
+    assert not m.locked()
