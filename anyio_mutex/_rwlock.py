@@ -22,7 +22,7 @@ from ._errors import (
     MutexReentryError,
     MutexReleaseError,
 )
-from ._hold import Hold, deadline_fired, running_loop
+from ._hold import Backend, Hold, deadline_fired, running_loop
 from ._validation import check_label, check_timeout_ms
 
 _READ: Final = "read"
@@ -86,6 +86,7 @@ class RWLock:
 
     __slots__ = (
         "__weakref__",
+        "_backend",
         "_gen",
         "_label",
         "_loop",
@@ -108,7 +109,9 @@ class RWLock:
         self._writer_gen = 0
         self._queue: deque[_Waiter] = deque()
         self._gen = 0  # numbers acquisitions, so a stale releaser is told apart
-        self._loop: object = None  # the event loop its holders were last seen in
+        # The event loop the holders were granted in, and its backend.
+        self._loop: object = None
+        self._backend: Backend | None = None
         self._read_acquisitions = self._write_acquisitions = self._timeouts = 0
 
     def _owner(self) -> str | None:
@@ -176,19 +179,27 @@ class RWLock:
                 self._label, self._owner(), reason=NO_EVENT_LOOP
             ) from None
 
+    def _here(self) -> object:
+        # The running event loop's token: one cheap call to the backend last seen
+        # (it raises under another backend, and then the backend is looked up).
+        backend = self._backend
+        if backend is not None:
+            try:
+                return backend.current_token()
+            except RuntimeError:
+                pass
+        self._backend, loop = running_loop()
+        return loop
+
     def _check_loop(self) -> None:
-        # Before waiting: the holders must be tasks of this event loop, or nobody
-        # would ever wake us. Looked up once per change of event loop.
-        _, here = running_loop()
-        if here is self._loop:
-            return
-        holders = set(self._readers)
-        if self._writer is not None:
-            holders.add(self._writer)
-        running = {task.id for task in anyio.get_running_tasks()}
-        if holders and not holders & running:
-            raise MutexLoopError(self._label, self._owner(), reason=OTHER_LOOP)
-        self._loop = here
+        # Before queueing (or trying once): the holders were granted in self._loop,
+        # recorded whenever the lock goes from free to held. In another event loop
+        # nobody would ever wake us.
+        here = self._here()
+        if here is not self._loop:
+            if self._readers or self._writer is not None:
+                raise MutexLoopError(self._label, self._owner(), reason=OTHER_LOOP)
+            self._loop = here
 
     def _give_back(self, kind: str, task_id: int) -> None:
         # A grant on the free path was cancelled before the caller resumed.
@@ -216,6 +227,8 @@ class RWLock:
         free = not self._queue and self._writer is None
         if free and (kind is _READ or not self._readers):
             await anyio.lowlevel.checkpoint_if_cancelled()
+            if not self._readers:  # free to held: note the event loop it is held in
+                self._loop = self._here()
             self._gen += 1
             if kind is _READ:
                 self._readers[task_id] = (label, self._gen)
