@@ -24,6 +24,7 @@ from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 from anyio_mutex import (
+    MutexLoopError,
     MutexReleaseError,
     MutexTimeoutError,
     Semaphore,
@@ -1037,3 +1038,34 @@ async def test_random_limit_changes_never_grant_above_the_limit() -> None:
                 tg.start_soon(worker)
     assert sem.statistics().total_acquisitions == 15 * 30
     assert sem.holders() == []
+
+
+async def test_a_worker_thread_may_release_unless_that_must_wake_a_waiter() -> None:
+    # Permits are not owned, so a releaser may run anywhere, but waking a waiter sets
+    # an anyio.Event, which needs the event loop: from a worker thread that raises
+    # MutexLoopError (as the task-owned locks do) and changes nothing.
+    sem = Semaphore(1, label="jobs")
+    release = await sem.acquire(label="holder")
+    await anyio.to_thread.run_sync(release)  # nobody waits: works from a thread
+    assert sem.available == 1
+    release = await sem.acquire(label="holder")
+    got = anyio.Event()
+
+    async def waiter() -> None:
+        inner = await sem.acquire(label="waiter")
+        got.set()
+        inner()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await wait_all_tasks_blocked()
+            with pytest.raises(
+                MutexLoopError, match="no event loop is running in this thread"
+            ):
+                await anyio.to_thread.run_sync(release)
+            assert sem.holders() == ["holder"]
+            assert sem.statistics().tasks_waiting == 1
+            release()
+    assert got.is_set()
+    assert sem.available == 1
