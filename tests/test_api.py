@@ -131,6 +131,12 @@ def _public_instances() -> list[Any]:
         anyio_mutex.MutexReentryError("l", None),
         anyio_mutex.LockOrderError(wanted="a", holding="b", first_seen="", here=""),
         anyio_mutex.LockOrderWarning("w"),
+        anyio_mutex.DeadlockError(()),
+        anyio_mutex.DeadlockStep("t", "l", "o", "h"),
+        anyio_mutex.Snapshot((), 0.0),
+        anyio_mutex.LockSnapshot("Mutex", "l", (), ()),
+        anyio_mutex.HolderSnapshot("t", "l", None),
+        anyio_mutex.WaiterSnapshot("t", "l", 0.0, False),
     ]
 
 
