@@ -20,6 +20,7 @@ import anyio
 
 from ._errors import LockOrderError, LockOrderWarning
 from ._validation import check_seconds
+from ._waitgraph import registry
 
 _PACKAGE_DIR: Final = os.path.dirname(__file__)
 _ENV_VAR: Final = "ANYIO_MUTEX_LOCK_ORDER"
@@ -77,8 +78,11 @@ class LockOrderChecker:
         # node -> {node acquired while holding it: where that was first seen}
         self._edges: dict[Any, dict[Any, _Edge]] = {}
         self._labels: dict[Any, str] = {}
-        # task id -> [(node, label, acquired at)] of locks the task holds now
-        self._held: dict[int, list[tuple[Any, str, float]]] = {}
+        # task id -> [(node, label, acquired at)] of locks the task holds now: the
+        # holder table of the one wait-for registry, which snapshot() reads too. A
+        # new checker starts from an empty table.
+        registry.held.clear()
+        self._held = registry.held
 
     def before_acquire(self, node: Any, label: str) -> None:
         """Record "held -> node" for every lock the current task holds; report cycles."""
@@ -192,6 +196,7 @@ def enable_lock_order_checks(
 def disable_lock_order_checks() -> None:
     """Stop checking lock order and forget every recorded order."""
     state.checker = None
+    registry.held.clear()
 
 
 def _enable_from_environment() -> None:

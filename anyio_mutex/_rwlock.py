@@ -24,7 +24,7 @@ from ._errors import (
 )
 from ._hold import Backend, Hold, deadline_fired, running_loop
 from ._validation import check_label, check_timeout_ms
-from ._waitgraph import Holder, LockView, enter_wait, leave_wait, track
+from ._waitgraph import Holder, LockView, enter_wait, held_since, leave_wait, track
 from ._waitgraph import registry as _waitgraph
 
 _READ: Final = "read"
@@ -135,10 +135,15 @@ class RWLock:
             return (Holder(waiter.task_id, None, waiter.label),)
         holders = []
         if self._writer is not None:
-            holders.append(Holder(self._writer, None, self._writer_label))
+            writer = self._writer
+            since = held_since(writer, self)
+            holders.append(Holder(writer, None, self._writer_label, since))
         if waiter is None or waiter.kind is _WRITE:
             readers = list(self._readers.items())
-            holders += [Holder(tid, None, label) for tid, (label, _) in readers]
+            holders += [
+                Holder(tid, None, label, held_since(tid, self))
+                for tid, (label, _) in readers
+            ]
         else:
             for other in self._queue:
                 if other is waiter:

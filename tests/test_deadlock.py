@@ -388,3 +388,25 @@ async def _take(lock: Any) -> None:
     else:
         async with lock.write():
             pass
+
+
+async def test_lock_order_checker_shares_the_holder_table() -> None:
+    # One registry: the checker's holders are what snapshot() reads held times from.
+    from anyio_mutex import disable_lock_order_checks, enable_lock_order_checks
+
+    enable_lock_order_checks()
+    try:
+        m, rw = AsyncMutex("timed-m"), RWLock("timed-rw")
+        async with m.hold(label="holder"), rw.read():
+            assert len(registry.held) == 1
+            (held,) = registry.held.values()
+            assert [label for _, label, _ in held] == ["timed-m", "timed-rw"]
+            locks = {lock.label: lock for lock in snapshot().locks}
+            for label in ("timed-m", "timed-rw"):
+                (holder,) = locks[label].holders
+                assert holder.held_for_s is not None
+                assert holder.held_for_s >= 0
+            assert "held by task" in str(locks["timed-m"])
+        assert registry.held == {}
+    finally:
+        disable_lock_order_checks()
