@@ -12,6 +12,8 @@ from ._diagnostics import (
     enable_lock_order_checks,
 )
 from ._errors import (
+    DeadlockError,
+    DeadlockStep,
     LockOrderError,
     LockOrderWarning,
     MutexError,
@@ -34,8 +36,6 @@ from ._rwlock import RWLock, RWLockStatistics
 from ._semaphore import Semaphore, SemaphoreStatistics
 from ._singleflight import SingleFlight, SingleFlightStatistics
 from ._waitgraph import (
-    DeadlockError,
-    DeadlockStep,
     HolderSnapshot,
     LockSnapshot,
     Snapshot,

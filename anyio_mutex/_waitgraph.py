@@ -52,7 +52,7 @@ from typing import Any, Final, NamedTuple, Protocol, TextIO, final
 
 import anyio
 
-from ._errors import MutexError
+from ._errors import DeadlockError, DeadlockStep
 
 _ENV_VAR: Final = "ANYIO_MUTEX_DEADLOCK"
 
@@ -165,52 +165,6 @@ def held_since(task_id: int, node: object) -> float | None:
         if held_node == node:
             return since
     return None
-
-
-@final
-@dataclass(frozen=True)
-class DeadlockStep:
-    """One waiting task of a deadlock cycle.
-
-    :ivar task: the name of the waiting task
-    :ivar waits_for: the label of the lock (or fetch) it waits for
-    :ivar held_by: the owner label of that lock's holder on the cycle
-    :ivar holder_task: the name of that holder's task
-    """
-
-    task: str
-    waits_for: str
-    held_by: str | None
-    holder_task: str | None
-
-    def __str__(self) -> str:
-        held = f"held by {self.held_by!r}" if self.held_by is not None else "held"
-        if self.holder_task is not None:
-            held += f" (task {self.holder_task!r})"
-        return f"task {self.task!r} waits for {self.waits_for!r}, {held}"
-
-
-@final
-class DeadlockError(MutexError, RuntimeError):
-    """Raised instead of waiting when the wait would close a cycle of waiting tasks.
-
-    Every task of the cycle waits for a lock held by the next one, and the last holds
-    what the first (the current task) already has: none can ever go on. The current
-    task is not parked and holds nothing new; the other tasks keep waiting, so once
-    the current task lets go of what it holds, they proceed.
-
-    :ivar cycle: the steps of the cycle, the current task first: a tuple of
-        :class:`DeadlockStep` with ``task``, ``waits_for``, ``held_by`` and
-        ``holder_task``
-    """
-
-    _positional = ("cycle",)
-
-    def __init__(self, cycle: tuple[DeadlockStep, ...]) -> None:
-        self.cycle = cycle
-        super().__init__(
-            "Deadlock: waiting would never end: " + "; ".join(map(str, cycle))
-        )
 
 
 def enable_deadlock_detection() -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import anyio
 import pytest
 
-from anyio_mutex import MutexError
+from anyio_mutex import DeadlockError, DeadlockStep, MutexError
 from anyio_mutex import _waitgraph as wg
-from anyio_mutex._waitgraph import DeadlockError, DeadlockStep, Holder, LockView
+from anyio_mutex._waitgraph import Holder, LockView
 
 
 class FakeLock:
