@@ -15,19 +15,17 @@ from anyio import wait_all_tasks_blocked
 
 from anyio_mutex import (
     AsyncMutex,
+    DeadlockError,
     KeyedMutex,
     Mutex,
     MutexTimeoutError,
     RefreshCache,
     RWLock,
-)
-from anyio_mutex._waitgraph import (
-    DeadlockError,
     disable_deadlock_detection,
     enable_deadlock_detection,
-    registry,
     snapshot,
 )
+from anyio_mutex._waitgraph import registry
 
 from .conftest import asyncio_only
 

@@ -6,7 +6,7 @@ import contextlib
 import math
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, final
@@ -17,6 +17,8 @@ import coredis
 
 from .._errors import MutexReentryError, MutexTimeoutError
 from .._validation import check_callable, check_label, check_timeout_ms
+from .._waitgraph import Holder, LockView, enter_wait, leave_wait, track
+from .._waitgraph import registry as _waitgraph
 from ._checks import _check_lease_ms, _check_ms
 from ._client import _call, _check_client
 from ._errors import LockLostError, LockUnavailableError
@@ -183,6 +185,7 @@ class RedisMutex:
         self._acquisitions = self._contended = self._timeouts = 0
         self._renewals = self._lost = 0
         self._longest_wait = 0.0
+        track(self)
 
     async def _call(
         self, what: str, request: Callable[[], Awaitable[T]], extra_s: float = 0.0
@@ -268,6 +271,9 @@ class RedisMutex:
         if self._turn is None and not self._queue:
             self._turn = turn
             return
+        wait = None
+        if _waitgraph.detect:  # for snapshot(): see _wg_holders
+            wait = enter_wait(self, None, anyio.get_current_task(), turn.label)
         self._queue.append(turn)
         try:
             while not turn.event.is_set():
@@ -309,6 +315,23 @@ class RedisMutex:
             else:
                 self._queue.remove(turn)
             raise
+        finally:
+            if wait is not None:
+                leave_wait(wait)
+
+    def _wg_holders(self, key: object) -> Sequence[Holder]:
+        # A local turn ends when its lease runs out, unless hold() renews it, which
+        # a turn does not record: no local wait is certain to last forever, so the
+        # queue is shown by snapshot() but never reported as a deadlock.
+        return ()
+
+    def _wg_label(self, key: object) -> str:
+        return self.name
+
+    def _wg_locks(self) -> Iterator[LockView]:
+        turn = self._turn
+        holders = () if turn is None else (Holder(turn.task, None, turn.label),)
+        yield LockView("RedisMutex", self.name, self, None, holders)
 
     async def _quiet_owner(self) -> str | None:
         # The local turn is at the server, waiting for a holder elsewhere: ask.
