@@ -112,3 +112,10 @@ def test_every_relative_link_in_the_readme_exists() -> None:
     assert relative, "the README links into docs/"
     for link in relative:
         assert (ROOT / link).exists(), link
+
+
+def test_the_readme_links_every_example() -> None:
+    # An example added later must be linked here too (issue 11: "link every example").
+    linked = set(re.findall(r"\]\((examples/\w+\.py)\)", README))
+    every = {f"examples/{path.name}" for path in (ROOT / "examples").glob("*.py")}
+    assert every <= linked, sorted(every - linked)
