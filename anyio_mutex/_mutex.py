@@ -312,7 +312,7 @@ class _MutexBase(anyio.Lock):
                 self,
                 None,
                 anyio.get_current_task(),
-                self._label if label is None else label,
+                label,
                 bounded=timeout_s is not None,
                 reentry=True,
             )
