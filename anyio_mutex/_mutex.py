@@ -28,7 +28,6 @@ from ._validation import check_bool, check_callable, check_label, check_timeout_
 from ._waitgraph import (
     Holder,
     LockView,
-    _Wait,
     enter_wait,
     held_since,
     leave_wait,
@@ -38,18 +37,6 @@ from ._waitgraph import registry as _waitgraph
 
 T = TypeVar("T")
 _M = TypeVar("_M", bound="_MutexBase")
-
-
-class _OwnerLabel(str):
-    """An owner label that also names its holder's task (set after a contended wait)."""
-
-    task_id: int
-    task_name: str
-
-    def __new__(cls, label: str, wait: _Wait) -> _OwnerLabel:
-        self = super().__new__(cls, label)
-        self.task_id, self.task_name = wait.task_id, wait.task_name
-        return self
 
 
 #: Marks a lock that anyio has handed to a waiter which has not resumed yet; the owner
@@ -344,9 +331,9 @@ class _MutexBase(anyio.Lock):
                 del self._waiting[task_id]
         waited = clock() - start
         owner = self._label if label is None else label
-        # A waiter knows its task: the label carries it, so the deadlock walk need
-        # not ask the inner lock for its owner (a task lookup) while this lasts.
-        self._owner_label = owner if wait is None else _OwnerLabel(owner, wait)
+        # A waiter knows its task: (label, its wait record) carries it, so the
+        # deadlock walk need not ask the inner lock for its owner (a task lookup).
+        self._owner_label = owner if wait is None else (owner, wait)
         self._acquisitions += 1
         self._contended += 1
         if waited > self._longest_wait:
@@ -404,6 +391,8 @@ class _MutexBase(anyio.Lock):
         self._owner_label = _HANDOFF if lock.locked() else None
         checker = _diagnostics.checker
         if checker is not None:
+            if type(owner) is tuple:  # (label, wait record) after a contended wait
+                owner = owner[0]
             checker.released(self._order_node, owner)  # type: ignore[arg-type]
 
     def _wg_holders(self, key: object) -> Sequence[Holder]:
@@ -413,9 +402,10 @@ class _MutexBase(anyio.Lock):
         label = self._owner_label
         if label is _HANDOFF:
             return ()
-        if type(label) is _OwnerLabel:
-            since = held_since(label.task_id, self._order_node)
-            return (Holder(label.task_id, label.task_name, str(label), since),)
+        if type(label) is tuple:
+            owner, wait = label
+            since = held_since(wait.task_id, self._order_node)
+            return (Holder(wait.task_id, wait.task_name, owner, since),)
         return self._holders()
 
     def _holders(self) -> Sequence[Holder]:
@@ -457,8 +447,8 @@ class _MutexBase(anyio.Lock):
             assert lock is not None
             info = lock.statistics().owner
             return None if info is None else self._waiting.get(info.id, self._label)
-        if type(owner) is _OwnerLabel:
-            return str(owner)  # a plain str, for statistics, errors and pickles
+        if type(owner) is tuple:  # (label, wait record) after a contended wait
+            return owner[0]  # type: ignore[no-any-return]
         return owner  # type: ignore[return-value]
 
     @property
