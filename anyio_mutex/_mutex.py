@@ -39,6 +39,11 @@ T = TypeVar("T")
 _M = TypeVar("_M", bound="_MutexBase")
 
 
+def _plain_label(owner: object) -> str | None:
+    # After a contended wait the owner label is (label, the wait record).
+    return owner[0] if type(owner) is tuple else owner  # type: ignore[return-value]
+
+
 #: Marks a lock that anyio has handed to a waiter which has not resumed yet; the owner
 #: label is then looked up from the waiter table by the new holder's task id.
 _HANDOFF: Final = object()
@@ -391,9 +396,7 @@ class _MutexBase(anyio.Lock):
         self._owner_label = _HANDOFF if lock.locked() else None
         checker = _diagnostics.checker
         if checker is not None:
-            if type(owner) is tuple:  # (label, wait record) after a contended wait
-                owner = owner[0]
-            checker.released(self._order_node, owner)  # type: ignore[arg-type]
+            checker.released(self._order_node, _plain_label(owner))
 
     def _wg_holders(self, key: object) -> Sequence[Holder]:
         # For the deadlock walk. Handed to a waiter that has not resumed yet, the
