@@ -408,3 +408,59 @@ async def test_lock_order_checker_shares_the_holder_table() -> None:
         assert registry.held == {}
     finally:
         disable_lock_order_checks()
+
+
+async def test_snapshot_lists_keys_rwlocks_permits_and_fetches() -> None:
+    from anyio_mutex import Semaphore
+
+    keyed: KeyedMutex[str] = KeyedMutex(label="snapkm")
+    rw, sem = RWLock("snaprw"), Semaphore(1, label="snapsem")
+    cache: RefreshCache[str, int] = RefreshCache(label="snapcache")
+    release = anyio.Event()
+
+    async def holder() -> None:
+        key, read, permit = (
+            keyed.hold("a", label="key-owner"),
+            rw.read(label="reader"),
+            sem.hold(label="permit"),
+        )
+        async with key, read, permit:
+            await release.wait()
+
+    async def fetch() -> int:
+        await release.wait()
+        return 1
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(holder, name="holder")
+            tg.start_soon(cache.get_or_refresh, "k", fetch, name="leader")
+            await wait_all_tasks_blocked()
+            tg.start_soon(keyed.acquire, "a", name="key-waiter")
+            tg.start_soon(rw.acquire_write, name="writer")
+            tg.start_soon(sem.acquire, name="permit-waiter")
+            tg.start_soon(cache.get_or_refresh, "k", fetch, name="follower")
+            await wait_all_tasks_blocked()
+            snap = snapshot()
+            tg.cancel_scope.cancel()
+    locks = {lock.label: lock for lock in snap.locks if "snap" in lock.label}
+    assert locks.keys() == {
+        "snapkm['a']",
+        "snaprw",
+        "snapsem",
+        "snapcache: the fetch of key 'k'",
+    }
+    assert locks["snapkm['a']"].kind == "KeyedMutex"
+    assert [h.label for h in locks["snapkm['a']"].holders] == ["key-owner"]
+    assert [h.label for h in locks["snaprw"].holders] == ["reader"]
+    assert [h.label for h in locks["snapsem"].holders] == ["permit"]
+    assert [h.task for h in locks["snapcache: the fetch of key 'k'"].holders] == [
+        "leader"
+    ]
+    waiters = {label: [w.task for w in lock.waiters] for label, lock in locks.items()}
+    assert waiters == {
+        "snapkm['a']": ["key-waiter"],
+        "snaprw": ["writer"],
+        "snapsem": ["permit-waiter"],
+        "snapcache: the fetch of key 'k'": ["follower"],
+    }
