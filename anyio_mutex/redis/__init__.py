@@ -1,4 +1,4 @@
-"""The mutex and the cache refresh on Redis or Valkey, across processes and machines.
+"""The mutex, the semaphore and the cache refresh on Redis or Valkey, across processes.
 
 Needs the ``redis`` extra (``pip install 'anyio_mutex[redis]'``): the client is
 `coredis <https://coredis.readthedocs.io>`_ 6.x, which is built on anyio, so this
@@ -67,6 +67,7 @@ from ._errors import (  # noqa: E402
 )
 from ._lease import RedisLease  # noqa: E402
 from ._mutex import RedisMutex, RedisMutexStatistics  # noqa: E402
+from ._semaphore import RedisSemaphore, RedisSemaphoreStatistics  # noqa: E402
 
 __all__ = [
     "LockLostError",
@@ -77,6 +78,8 @@ __all__ = [
     "RedisMutexStatistics",
     "RedisRefreshCache",
     "RedisRefreshCacheStatistics",
+    "RedisSemaphore",
+    "RedisSemaphoreStatistics",
     "key_to_str",
 ]
 
