@@ -1,7 +1,7 @@
 """A separate OS process for the cross-process RedisSemaphore tests.
 
     python tests/redis_semaphore_worker.py limit PORT NAME TASKS BACKEND
-        TASKS tasks each hold a permit of a limit-3 semaphore twice, logging each
+        TASKS tasks each hold a permit of a limit-3 semaphore once, logging each
         hold at the server: "<fence> <enter us> <exit us> <holders at enter>".
     python tests/redis_semaphore_worker.py hold PORT NAME BACKEND
         holds the one permit of a limit-1 semaphore (lease 500 ms, renewed), prints
@@ -45,13 +45,12 @@ async def limit(client: coredis.Redis[bytes], name: str, tasks: int) -> None:
     keys = [f"gauge:{name}", f"peak:{name}"]
 
     async def task(i: int) -> None:
-        for _ in range(2):
-            async with sem.hold(timeout_ms=60_000, label=f"task-{i}") as lease:
-                holders, entered = await enter(keys=keys)
-                await anyio.sleep(0.01)  # the body
-                exited = await leave(keys=keys)
-                entry = f"{lease.fence} {entered} {exited} {holders}"
-                await client.rpush(f"log:{name}", [entry])
+        async with sem.hold(timeout_ms=60_000, label=f"task-{i}") as lease:
+            holders, entered = await enter(keys=keys)
+            await anyio.sleep(0.01)  # the body
+            exited = await leave(keys=keys)
+            entry = f"{lease.fence} {entered} {exited} {holders}"
+            await client.rpush(f"log:{name}", [entry])
 
     async with anyio.create_task_group() as tg:
         for i in range(tasks):

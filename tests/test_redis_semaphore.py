@@ -70,7 +70,7 @@ async def test_four_processes_never_hold_more_than_the_limit(
 ) -> None:
     if anyio_backend != ("asyncio", {}):
         pytest.skip("one run covers every backend: the workers run on all three")
-    # 4 processes x 20 tasks, each holding a permit of a limit-3 semaphore twice.
+    # 4 processes x 20 tasks, each holding a permit of a limit-3 semaphore.
     # Each body counts itself in and out with a gauge at the server, and logs its
     # fence and its (enter, exit) times on the server's clock.
     name = unique("procs")
@@ -101,7 +101,7 @@ async def test_four_processes_never_hold_more_than_the_limit(
                     lambda p=proc: p.communicate(timeout=60)
                 )
                 assert proc.returncode == 0, err
-                assert out.strip() == "done 40", out + err
+                assert out.strip() == "done 20", out + err
             log = [
                 tuple(int(x) for x in line.split())
                 for line in await client.lrange(f"log:{name}", 0, -1)
@@ -114,9 +114,9 @@ async def test_four_processes_never_hold_more_than_the_limit(
         for proc in processes:
             if proc.poll() is None:
                 proc.kill()
-    assert len(log) == 160
+    assert len(log) == 80
     fences = [fence for fence, *_ in log]
-    assert len(set(fences)) == 160  # one fence per grant
+    assert len(set(fences)) == 80  # one fence per grant
     # The server's own count of bodies running at once, and the same from the log.
     assert peak == 3, peak  # never more, and the limit was used
     assert max(holders for *_, holders in log) == 3
@@ -133,8 +133,10 @@ async def test_four_processes_never_hold_more_than_the_limit(
 async def test_a_killed_holders_permit_goes_to_a_waiter_after_its_lease(
     server: RedisServer, anyio_backend: Any
 ) -> None:
-    if anyio_backend[1].get("use_uvloop"):
-        pytest.skip("a worker process costs ~1.5 s; asyncio and trio are enough")
+    if anyio_backend != ("asyncio", {}):
+        # A worker process costs ~2 s here; the waiter's side (woken when a lease
+        # ends) runs on every backend in test_expired_permit_goes_to_a_waiter...
+        pytest.skip("one run: the holder runs on trio, the waiter on asyncio")
     name = unique("killed")
     proc = await anyio.to_thread.run_sync(
         lambda: subprocess.Popen(
@@ -144,7 +146,7 @@ async def test_a_killed_holders_permit_goes_to_a_waiter_after_its_lease(
                 "hold",
                 str(server.port),
                 name,
-                anyio_backend[0],
+                "trio",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -263,10 +265,10 @@ async def test_renewal_keeps_a_long_body_and_never_bumps_the_fence(
 ) -> None:
     name = unique("long")
     async with connect(server) as a, connect(server) as b:
-        sem = RedisSemaphore(a, name, limit=1, lease_ms=300, renew_ms=60)
+        sem = RedisSemaphore(a, name, limit=1, lease_ms=200, renew_ms=40)
         other = RedisSemaphore(b, name, limit=1)
         async with sem.hold(label="long job") as lease:
-            for _ in range(6):  # 0.6 s: twice the lease
+            for _ in range(4):  # 0.4 s: twice the lease
                 await anyio.sleep(0.1)
                 with pytest.raises(MutexTimeoutError):
                     await other.acquire(timeout_ms=0)
@@ -470,8 +472,8 @@ async def test_waiting_traffic_does_not_grow_with_the_number_of_waiting_tasks(
     server: RedisServer,
 ) -> None:
     # 10 tasks of one object wait. Per poll_ms (100 ms) one of them sends one BLPOP
-    # and one try (which also refreshes the others' tickets): about 12 round trips
-    # in 600 ms, whatever the number of tasks. Polling per task would send 120.
+    # and one try (which also refreshes the others' tickets): about 8 round trips
+    # in 400 ms, whatever the number of tasks. Polling per task would send 80.
     name = unique("quiet")
     async with connect(server) as a, connect(server) as b:
         lease = await RedisSemaphore(a, name, limit=1, lease_ms=30_000).acquire()
@@ -482,11 +484,11 @@ async def test_waiting_traffic_does_not_grow_with_the_number_of_waiting_tasks(
                     tg.start_soon(waiting.acquire)
                 await wait_until(lambda: _has_queued(a, name, 10))
                 before = server.command_calls()
-                await anyio.sleep(0.6)  # the measurement window, not a synchronisation
+                await anyio.sleep(0.4)  # the measurement window, not a synchronisation
                 after = server.command_calls()
                 tg.cancel_scope.cancel()
         sent = sum(after.get(c, 0) - before.get(c, 0) for c in ROUND_TRIPS)
-        assert sent <= 20, {
+        assert sent <= 14, {
             c: n - before.get(c, 0) for c, n in after.items() if n - before.get(c, 0)
         }
         await lease.release()
@@ -566,7 +568,7 @@ async def test_native_cancel_while_the_grant_is_in_flight_gives_it_back(
         sem = RedisSemaphore(client, name, limit=1, lease_ms=30_000)
         await client.ping()  # connect first: the pause must catch the grant itself
         with anyio.fail_after(5):
-            server.command("CLIENT", "PAUSE", "300")  # the server holds every reply
+            server.command("CLIENT", "PAUSE", "150")  # the server holds every reply
             task = asyncio.ensure_future(sem.acquire())
             await anyio.wait_all_tasks_blocked()  # parked in the grant round trip
             task.cancel()
@@ -597,7 +599,7 @@ async def test_cancelled_while_the_grant_is_in_flight_gives_it_back(
         await client.ping()
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
-                server.command("CLIENT", "PAUSE", "300")
+                server.command("CLIENT", "PAUSE", "150")
                 tg.start_soon(acquirer)
                 await anyio.wait_all_tasks_blocked()
                 scope.cancel()
