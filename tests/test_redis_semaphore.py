@@ -225,6 +225,59 @@ async def test_acquire_returns_leases_up_to_the_limit(server: RedisServer) -> No
         await assert_nothing_left(client, name)
 
 
+async def test_timeouts_report_the_real_wait_and_leave_no_ticket(
+    server: RedisServer,
+) -> None:
+    # Two waiting tasks of one object: one blocks at the server (the listener), the
+    # other parks locally; both give up at their own deadline.
+    name = unique("timeout")
+    async with connect(server) as a, connect(server) as b:
+        lease = await RedisSemaphore(a, name, limit=1, lease_ms=30_000).acquire(
+            label="batch"
+        )
+        sem = RedisSemaphore(b, name, limit=1, poll_ms=5000)
+        errors: list[MutexTimeoutError] = []
+
+        async def wait(timeout_ms: int) -> None:
+            with pytest.raises(MutexTimeoutError) as exc_info:
+                await sem.acquire(timeout_ms=timeout_ms)
+            errors.append(exc_info.value)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait, 300)
+                tg.start_soon(wait, 400)
+        assert [e.timeout_ms for e in errors] == [300, 400]
+        for err in errors:
+            assert err.timeout_ms is not None
+            # At least the timeout; the bound is generous for a loaded machine.
+            assert err.timeout_ms <= err.waited_ms < err.timeout_ms + 500
+            assert (err.owner, err.label) == ("batch", name)
+        assert sem.statistics().timeouts == 2
+        assert await queued(a, name) == 0
+        await lease.release()
+        await assert_nothing_left(a, name)
+
+
+async def test_an_acquired_lease_can_be_renewed_by_hand(server: RedisServer) -> None:
+    name = unique("renew")
+    async with connect(server) as client:
+        sem = RedisSemaphore(client, name, limit=1, lease_ms=30_000)
+        lease = await sem.acquire()
+        before = float(await client.zscore(key(name, "permits"), lease._token) or 0)
+        expires_at = lease.expires_at
+        await anyio.sleep(0.02)
+        await lease.renew()
+        after = float(await client.zscore(key(name, "permits"), lease._token) or 0)
+        assert after > before  # the server's expiry moved
+        assert lease.expires_at > expires_at  # and the local one
+        assert sem.statistics().renewals == 1
+        await client.zrem(key(name, "permits"), [lease._token])
+        with pytest.raises(LockLostError, match="no longer holds this lease"):
+            await lease.renew()
+        assert sem.statistics().lost == 1
+
+
 async def test_expired_permit_goes_to_a_waiter_and_its_release_is_refused(
     server: RedisServer,
 ) -> None:
