@@ -37,6 +37,10 @@ Guarantees and their limits:
   are served in the order they blocked. So a process with 50 waiting tasks and one
   with 1 get about the same share of grants. This keeps one waiter (and one blocked
   connection) per process at the server whatever the number of tasks.
+- :class:`RedisSemaphore` keeps at most ``limit`` leased permits across processes
+  (counted by the server, on its clock), with the same leases, fences and renewal.
+  Its fairness is per task: each acquisition takes a FIFO ticket at the server, and
+  no waiter is overtaken by more than ``limit - 1`` callers that arrived after it.
 - Keys (``key_prefix`` first, for ACL patterns such as ``~app:*``):
   ``<prefix>{<name>}:lock`` holds ``<token>:<fence>:<label>`` with the lease as its
   TTL; ``...:fence`` the last fence; ``...:wake`` the wake-up list; and
