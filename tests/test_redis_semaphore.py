@@ -23,6 +23,7 @@ import pytest
 from anyio_mutex import MutexReleaseError, MutexTimeoutError
 from anyio_mutex.redis import (
     LockLostError,
+    LockUnavailableError,
     RedisLease,
     RedisSemaphore,
     RedisSemaphoreStatistics,
@@ -485,6 +486,47 @@ async def test_a_stalled_waiter_is_overtaken_at_most_limit_minus_one_times(
                 await wait_until(lambda: _has_no_queue(near, name))
             assert order[-1] == "W"
             await later[1].release()
+        await assert_nothing_left(near, name)
+
+
+@pytest.mark.heavy  # ~1.3 s of real time; uvloop changes nothing at the server
+async def test_a_dead_waiters_ticket_drops_out_and_the_next_is_served(
+    server: RedisServer,
+) -> None:
+    # W queued first, then its network died for good (a proxy holds its bytes): its
+    # acquisition fails, and it cannot give its ticket back. The permit kept for W
+    # goes to the next waiter once W's ticket is not refreshed for
+    # 2 * poll_ms + 2 * op_timeout_ms + 200 ms = 700 ms.
+    name = unique("dead-waiter")
+    proxy = TcpProxy(server.port)
+    async with proxy.running(), connect(proxy.port) as far, connect(server) as near:
+        holder = await RedisSemaphore(near, name, limit=1).acquire()
+        dead = RedisSemaphore(far, name, limit=1, poll_ms=50, op_timeout_ms=200)
+        nxt = RedisSemaphore(near, name, limit=1, poll_ms=5000)
+        served: list[float] = []
+
+        async def dies() -> None:
+            with pytest.raises(LockUnavailableError):
+                await dead.acquire()
+
+        async def waits() -> None:
+            lease = await nxt.acquire(label="next")
+            served.append(anyio.current_time())
+            await lease.release()
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(dies)
+                await wait_until(lambda: _has_queued(near, name, 1))
+                tg.start_soon(waits)
+                await wait_until(lambda: _has_queued(near, name, 2))
+                proxy.blackhole()
+                released_at = anyio.current_time()
+                await holder.release()
+        # W's ticket lived at most 700 ms after its last refresh (which came before
+        # the release); the next waiter tries again when it ends. Generous bound for
+        # a loaded machine, far below the waiter's poll_ms (5 s).
+        assert served[0] - released_at < 0.7 + 1.0
         await assert_nothing_left(near, name)
 
 
