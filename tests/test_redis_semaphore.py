@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import coredis
 import pytest
 
@@ -541,13 +542,17 @@ async def test_local_tasks_take_their_own_tickets_and_are_all_served(
     async with connect(server) as client:
         sem = RedisSemaphore(client, name, limit=3, lease_ms=5000)
         inside = peak = 0
+        full = anyio.Event()  # three bodies ran at once: the limit is reachable
 
         async def worker(i: int) -> None:
             nonlocal inside, peak
             async with sem.hold(label=f"t{i}"):
                 inside += 1
                 peak = max(peak, inside)
-                await anyio.sleep(0.005)
+                if inside == 3:
+                    full.set()
+                await full.wait()  # the first three wait for each other
+                await anyio.lowlevel.checkpoint()
                 inside -= 1
 
         with anyio.fail_after(20):
