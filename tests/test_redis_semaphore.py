@@ -120,8 +120,11 @@ async def test_four_processes_never_hold_more_than_the_limit(
     fences = [fence for fence, *_ in log]
     assert len(set(fences)) == 80  # one fence per grant
     # The server's own count of bodies running at once, and the same from the log.
-    assert peak == 3, peak  # never more, and the limit was used
-    assert max(holders for *_, holders in log) == 3
+    # Never more than 3. (At least 2 shows the permits were really shared; reaching
+    # exactly 3 depends on timing here, and is asserted deterministically by
+    # test_local_tasks_take_their_own_tickets_and_are_all_served.)
+    assert 2 <= peak <= 3, peak
+    assert max(holders for *_, holders in log) == peak
     events = sorted(
         [(enter, 1) for _, enter, _, _ in log] + [(exit, -1) for _, _, exit, _ in log]
     )  # at equal times the exit (-1) sorts first
