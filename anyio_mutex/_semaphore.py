@@ -14,7 +14,8 @@ import anyio
 from anyio.lowlevel import checkpoint as _checkpoint
 from anyio.lowlevel import checkpoint_if_cancelled as _checkpoint_if_cancelled
 
-from ._errors import MutexReleaseError, MutexTimeoutError
+from ._errors import NO_EVENT_LOOP, MutexLoopError, MutexReleaseError, MutexTimeoutError
+from ._hold import running_loop
 from ._validation import check_label, check_timeout_ms
 
 Release = Callable[[], None]
@@ -98,7 +99,11 @@ class Semaphore:
     just after being handed a permit: that permit goes to the next waiter. Every
     :meth:`acquire` is a checkpoint, unless ``fast_acquire=True`` and a permit is free.
     It can be built at import time and binds to no event loop, so a free semaphore can
-    be used from one loop after another.
+    be used from one loop after another. Unlike the task-owned locks, it does not
+    record where a permit was taken: a permit left held by an event loop that has
+    ended stays counted (as with ``anyio.Semaphore``), and a release that has to wake
+    a waiter must run in that waiter's event loop (from a worker thread it raises
+    :class:`MutexLoopError`).
 
     :param limit: the number of permits, at least 1; settable later as :attr:`limit`
     :param label: a name shown in errors and used as the default holder label
@@ -161,6 +166,8 @@ class Semaphore:
         return token
 
     def _release(self, token: int) -> None:
+        if self._queue:
+            self._check_event_loop()
         if self._holders.pop(token, None) is None:
             self._released_twice()
         if self._queue:
@@ -172,12 +179,25 @@ class Semaphore:
         holders = self._holders
 
         def release() -> None:
+            if self._queue:
+                self._check_event_loop()  # waking a waiter needs its loop
             if holders.pop(token, None) is None:
                 self._released_twice()
             if self._queue:
                 self._grant()
 
         return release
+
+    def _check_event_loop(self) -> None:
+        # A release that wakes a waiter sets an anyio.Event, which only works in an
+        # event loop: from a worker thread, say so before anything changes. (With
+        # nobody waiting, a release only drops a dict entry and works anywhere.)
+        try:
+            running_loop()
+        except RuntimeError:
+            raise MutexLoopError(
+                self._label, self._oldest(), reason=NO_EVENT_LOOP
+            ) from None
 
     def _released_twice(self) -> NoReturn:
         raise MutexReleaseError(
@@ -250,6 +270,8 @@ class Semaphore:
                 holders[token] = label
 
                 def release() -> None:
+                    if self._queue:
+                        self._check_event_loop()  # waking a waiter needs its loop
                     if holders.pop(token, None) is None:
                         self._released_twice()
                     if self._queue:

@@ -125,3 +125,28 @@ KINDS: list[LockKind] = [
 
 #: Kinds that admit more than one holder, for tests that only check "at most limit".
 SHARED_KINDS: list[LockKind] = [_semaphore_kind("Semaphore-3", 3)]
+
+
+async def _rw_read_acquire(rw: anyio_mutex.RWLock, **kw: Any) -> Release:
+    return await rw.acquire_read(**kw)
+
+
+#: The read side of RWLock: shared, so not in KINDS (the exclusive contract).
+RW_READ = LockKind(
+    name="RWLock-read",
+    make=lambda label="rwlock": anyio_mutex.RWLock(label),
+    acquire=_rw_read_acquire,
+    hold=lambda rw, **kw: rw.read(**kw),
+    locked=lambda rw: rw.locked(),
+    owner=lambda rw: ", ".join(rw.readers) or None,
+    waiting=lambda rw: (s := rw.statistics()).readers_waiting + s.writers_waiting,
+    acquisitions=lambda rw: rw.statistics().read_acquisitions,
+)
+
+#: Every way to hold every lock this package has.
+ALL_HOLDS: list[LockKind] = [*KINDS, RW_READ]
+BY_NAME: dict[str, LockKind] = {kind.name: kind for kind in ALL_HOLDS}
+#: The locks whose holds belong to a task (all but the semaphores: any task may
+#: release a permit, tests/test_semaphore.py has their own rules).
+TASK_OWNED: list[LockKind] = [kind for kind in ALL_HOLDS if kind.task_owned]
+TASK_OWNED_KINDS: list[LockKind] = [kind for kind in KINDS if kind.task_owned]

@@ -120,13 +120,10 @@ def worker_backend(anyio_backend: Any) -> str:
     return "asyncio+uvloop" if options.get("use_uvloop") else name
 
 
+@pytest.mark.heavy  # worker processes: uvloop changes nothing at the server
 async def test_three_processes_exclude_each_other_and_fetch_once(
     server: RedisServer, anyio_backend: Any
 ) -> None:
-    if anyio_backend[1].get("use_uvloop"):
-        # Worker processes are the slowest part of the Redis suite; uvloop changes
-        # nothing at the server, and asyncio and trio workers are both run here.
-        pytest.skip("workers on asyncio and trio are enough; uvloop adds ~6 s")
     # One run of worker processes (starting Python costs ~1.5 s on a loaded machine)
     # does both at once in each process: 20 locked increments, and 100 concurrent
     # cache calls for one key.

@@ -24,13 +24,14 @@ from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 from anyio_mutex import (
+    MutexLoopError,
     MutexReleaseError,
     MutexTimeoutError,
     Semaphore,
     SemaphoreStatistics,
 )
 
-from .conftest import BACKENDS, with_mock_clock
+from .conftest import BACKENDS, asyncio_only, with_mock_clock
 
 pytestmark = pytest.mark.anyio
 
@@ -48,11 +49,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
 
 def is_virtual_time(anyio_backend: Any) -> bool:
     return "clock" in anyio_backend[1]
-
-
-def needs_asyncio(anyio_backend: Any) -> None:
-    if anyio_backend[0] != "asyncio":
-        pytest.skip("native asyncio cancellation exists only on asyncio")
 
 
 def assert_idle(sem: Semaphore) -> None:
@@ -479,10 +475,10 @@ async def test_waiter_cancelled_at_the_handoff_passes_the_permit_on(
     assert_idle(sem)
 
 
+@asyncio_only
 async def test_waiter_natively_cancelled_while_queued_or_at_the_handoff(
     anyio_backend: Any,
 ) -> None:
-    needs_asyncio(anyio_backend)
     import asyncio
 
     sem = Semaphore(1)
@@ -515,10 +511,10 @@ async def test_waiter_natively_cancelled_while_queued_or_at_the_handoff(
     assert_idle(sem)
 
 
+@asyncio_only
 async def test_native_cancel_at_the_free_path_checkpoint_holds_nothing(
     anyio_backend: Any,
 ) -> None:
-    needs_asyncio(anyio_backend)
     import asyncio
 
     sem = Semaphore(1)
@@ -531,10 +527,10 @@ async def test_native_cancel_at_the_free_path_checkpoint_holds_nothing(
     assert sem.statistics().total_acquisitions == 0
 
 
+@asyncio_only
 async def test_native_asyncio_timeout_passes_through_and_leaves_no_trace(
     anyio_backend: Any,
 ) -> None:
-    needs_asyncio(anyio_backend)
     import asyncio
 
     if sys.version_info < (3, 11):
@@ -1042,3 +1038,36 @@ async def test_random_limit_changes_never_grant_above_the_limit() -> None:
                 tg.start_soon(worker)
     assert sem.statistics().total_acquisitions == 15 * 30
     assert sem.holders() == []
+
+
+async def test_a_worker_thread_may_release_unless_that_must_wake_a_waiter() -> None:
+    # Permits are not owned, so a releaser may run anywhere, but waking a waiter sets
+    # an anyio.Event, which needs the event loop: from a worker thread that raises
+    # MutexLoopError (as the task-owned locks do) and changes nothing.
+    sem = Semaphore(1, label="jobs")
+    release = await sem.acquire(label="holder")
+    await anyio.to_thread.run_sync(release)  # nobody waits: works from a thread
+    assert sem.available == 1
+    release = await sem.acquire(label="holder")
+    got = anyio.Event()
+
+    async def waiter() -> None:
+        inner = await sem.acquire(label="waiter")
+        got.set()
+        inner()
+
+    # No fail_after here: on trio's autojumping MockClock, a deadline fires as soon
+    # as every task waits for the worker thread. Nothing here can hang: the waiter is
+    # released below whatever happened in the thread.
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await wait_all_tasks_blocked()
+        with pytest.raises(
+            MutexLoopError, match="no event loop is running in this thread"
+        ):
+            await anyio.to_thread.run_sync(release)
+        assert sem.holders() == ["holder"]
+        assert sem.statistics().tasks_waiting == 1
+        release()
+    assert got.is_set()
+    assert sem.available == 1
