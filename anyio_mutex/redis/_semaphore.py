@@ -93,7 +93,7 @@ class RedisSemaphore:
     are ahead of it than permits are free, so a free permit is kept for the longest
     waiters; and a ticket may be granted ahead of an earlier one (both had a permit
     kept for them, the later one's try came first) only while that earlier one has
-    been passed so fewer than ``limit - 1`` times. So no waiter is ever overtaken by
+    been passed fewer than ``limit - 1`` times. So no waiter is ever overtaken by
     more than ``limit - 1`` grants to callers that arrived after it, while its ticket
     lives. A ticket lives while its process keeps waiting: it is refreshed at least
     every ``poll_ms`` and dropped ``2 * poll_ms + 2 * op_timeout_ms + 200`` ms after
@@ -106,8 +106,8 @@ class RedisSemaphore:
     wake-up to the waiters that may now take a permit, through one list per
     ``RedisSemaphore`` object. One waiting task of the object blocks on that list
     and passes wake-ups on to the others, so an object holds at most one blocked
-    connection whatever the number of its waiting tasks. A waiter also tries again
-    when the next permit or ticket expires, or after ``poll_ms`` at most.
+    connection whatever the number of its waiting tasks. That task also wakes when
+    the next permit or ticket expires, or after ``poll_ms`` at most, and tries again.
 
     :param client: a connected ``coredis.Redis`` (used inside ``async with client:``)
     :param name: the semaphore's name
@@ -248,7 +248,8 @@ class RedisSemaphore:
         permit, no ticket.
 
         :param timeout_ms: give up after this many milliseconds; ``None`` or
-            ``math.inf`` waits forever, ``0`` tries once
+            ``math.inf`` waits forever, ``0`` tries once (a permit kept for a longer
+            waiter is not free to it)
         :param label: the holder label of this permit (defaults to the semaphore's)
         :raises MutexTimeoutError: if ``timeout_ms`` ran out (with the real wait and
             the oldest holder's label)
