@@ -46,9 +46,11 @@ async def limit(client: coredis.Redis[bytes], name: str, tasks: int) -> None:
 
     async def task(i: int) -> None:
         async with sem.hold(timeout_ms=60_000, label=f"task-{i}") as lease:
+            holders: int
+            entered: int
             holders, entered = await enter(keys=keys)
             await anyio.sleep(0.02)  # the body
-            exited = await leave(keys=keys)
+            exited: int = await leave(keys=keys)
             entry = f"{lease.fence} {entered} {exited} {holders}"
             await client.rpush(f"log:{name}", [entry])
 

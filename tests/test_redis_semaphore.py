@@ -8,6 +8,7 @@ everything else is ordered with events or by reading the server's state.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -32,6 +33,11 @@ from anyio_mutex.redis import (
 
 from ._redis_server import RedisServer, connect, server_fixture, unique
 from ._tcp_proxy import TcpProxy
+from .conftest import ASYNCIO_BACKENDS, asyncio_only
+
+#: The plain asyncio backend alone, for the tests whose worker processes run every
+#: backend themselves.
+ASYNCIO_PLAIN = ASYNCIO_BACKENDS[:1]
 
 pytestmark = pytest.mark.anyio
 
@@ -67,11 +73,12 @@ async def assert_nothing_left(client: coredis.Redis[bytes], name: str) -> None:
 # -- across OS processes -----------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "anyio_backend", ASYNCIO_PLAIN
+)  # one run: workers cover the backends
 async def test_four_processes_never_hold_more_than_the_limit(
     server: RedisServer, anyio_backend: Any
 ) -> None:
-    if anyio_backend != ("asyncio", {}):
-        pytest.skip("one run covers every backend: the workers run on all three")
     # 4 processes x 20 tasks, each holding a permit of a limit-3 semaphore.
     # Each body counts itself in and out with a gauge at the server, and logs its
     # fence and its (enter, exit) times on the server's clock.
@@ -100,7 +107,7 @@ async def test_four_processes_never_hold_more_than_the_limit(
             await client.rpush(f"go:{name}", ["go"] * len(processes))
             for proc in processes:
                 out, err = await anyio.to_thread.run_sync(
-                    lambda p=proc: p.communicate(timeout=60)
+                    functools.partial(proc.communicate, timeout=60)
                 )
                 assert proc.returncode == 0, err
                 assert out.strip() == "done 20", out + err
@@ -135,13 +142,15 @@ async def test_four_processes_never_hold_more_than_the_limit(
     assert most <= 3
 
 
+@pytest.mark.parametrize(
+    "anyio_backend", ASYNCIO_PLAIN
+)  # one run: workers cover the backends
 async def test_a_killed_holders_permit_goes_to_a_waiter_after_its_lease(
     server: RedisServer, anyio_backend: Any
 ) -> None:
-    if anyio_backend != ("asyncio", {}):
-        # A worker process costs ~2 s here; the waiter's side (woken when a lease
-        # ends) runs on every backend in test_expired_permit_goes_to_a_waiter...
-        pytest.skip("one run: the holder runs on trio, the waiter on asyncio")
+    # A worker process costs ~2 s here, so one run (holder on trio, waiter on
+    # asyncio); the waiter's side (woken when a lease ends) runs on every backend in
+    # test_expired_permit_goes_to_a_waiter...
     name = unique("killed")
     proc = await anyio.to_thread.run_sync(
         lambda: subprocess.Popen(
@@ -440,7 +449,7 @@ async def test_waiters_of_several_clients_are_served_in_arrival_order(
                 for i in range(6):
                     client = (b, c)[i % 2]
                     tg.start_soon(waiter, RedisSemaphore(client, name, limit=1), i)
-                    await wait_until(lambda i=i: _has_queued(a, name, i + 1))
+                    await wait_until(functools.partial(_has_queued, a, name, i + 1))
                 await lease.release()
         assert order == list(range(6))
         await assert_nothing_left(a, name)
@@ -626,11 +635,10 @@ async def _has_holder(sem: RedisSemaphore) -> bool:
     return bool(await sem.holders())
 
 
+@asyncio_only
 async def test_native_task_cancel_of_a_waiter_and_a_holder_leaves_nothing(
     server: RedisServer, anyio_backend: Any
 ) -> None:
-    if anyio_backend[0] != "asyncio":
-        pytest.skip("Task.cancel() is asyncio's own; trio has only cancel scopes")
     import asyncio
 
     name = unique("native")
@@ -659,11 +667,10 @@ async def test_native_task_cancel_of_a_waiter_and_a_holder_leaves_nothing(
         await assert_nothing_left(client, name)
 
 
+@asyncio_only
 async def test_native_cancel_while_the_grant_is_in_flight_gives_it_back(
     server: RedisServer, anyio_backend: Any
 ) -> None:
-    if anyio_backend[0] != "asyncio":
-        pytest.skip("Task.cancel() is asyncio's own; trio has only cancel scopes")
     import asyncio
 
     name = unique("inflight-native")
