@@ -116,7 +116,7 @@ class _MutexBase(anyio.Lock):
         self._waiting: dict[int, str] = {}
         # What the lock-order checker calls this lock (a KeyedMutex names its keys').
         self._order_node: object = self if _order_node is None else _order_node
-        self._acquisitions = 0
+        self._acquisitions: int = 0
         self._contended = 0
         self._timeouts = 0
         self._longest_wait = 0.0
@@ -255,7 +255,7 @@ class _MutexBase(anyio.Lock):
         # Everything but the uncontended path: waiting, "try once", misuse, and a lock
         # that has to move to this event loop first.
         try:  # _moved(), inlined: this runs on every hand-off
-            moved = self._backend.current_token() is not self._loop  # type: ignore[union-attr]
+            moved = self._backend.current_token() is not self._loop  # type: ignore[union-attr]  # pyright: ignore[reportOptionalMemberAccess]
         except RuntimeError:
             moved = True
         if moved:
@@ -362,7 +362,7 @@ class _MutexBase(anyio.Lock):
         self._owner_label = _HANDOFF if lock.locked() else None
         checker = _diagnostics.checker
         if checker is not None:
-            checker.released(self._order_node, owner)  # type: ignore[arg-type]
+            checker.released(self._order_node, owner)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 
     def locked(self) -> bool:
         """Return ``True`` if the mutex is held."""
@@ -388,7 +388,7 @@ class _MutexBase(anyio.Lock):
             assert lock is not None
             info = lock.statistics().owner
             return None if info is None else self._waiting.get(info.id, self._label)
-        return owner  # type: ignore[return-value]
+        return owner  # type: ignore[return-value]  # pyright: ignore[reportReturnType]
 
     @property
     def total_acquisitions(self) -> int:
@@ -533,7 +533,7 @@ class AsyncMutex(_MutexBase):
 
         return release_once
 
-    async def acquire(  # type: ignore[override]
+    async def acquire(  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
         self, *, timeout_ms: float | None = None, label: str | None = None
     ) -> Callable[[], None]:
         """Acquire the mutex and return a zero-argument function that releases it.
@@ -580,7 +580,9 @@ class AsyncMutex(_MutexBase):
             checker.acquired(self._order_node, self._label)
         return self._releaser()
 
-    def acquire_nowait(self, *, label: str | None = None) -> Callable[[], None]:  # type: ignore[override]
+    def acquire_nowait(  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
+        self, *, label: str | None = None
+    ) -> Callable[[], None]:
         """Acquire the mutex if it is free, without waiting; return its releaser.
 
         :raises ~anyio.WouldBlock: if the mutex is held by another task
