@@ -72,7 +72,7 @@ class MutexTimeoutError(MutexError, TimeoutError):
         message = f"Mutex acquisition timed out after {waited_ms:.0f}ms"
         if waiting_for is not None:
             message += f" waiting for {waiting_for}"
-        details = []
+        details: list[str] = []
         if timeout_ms is not None:
             details.append(f"timeout_ms={timeout_ms:g}")
         if label is not None:

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, TypeVar, final
+from typing import Final, TypeVar, cast, final
 
 import anyio
 from anyio import LockStatistics
@@ -28,6 +28,7 @@ from ._validation import check_bool, check_callable, check_label, check_timeout_
 from ._waitgraph import (
     Holder,
     LockView,
+    _Wait,
     enter_wait,
     held_since,
     leave_wait,
@@ -41,7 +42,9 @@ _M = TypeVar("_M", bound="_MutexBase")
 
 def _plain_label(owner: object) -> str | None:
     # After a contended wait the owner label is (label, the wait record).
-    return owner[0] if type(owner) is tuple else owner  # type: ignore[return-value]
+    if type(owner) is tuple:
+        return cast("tuple[str, _Wait]", owner)[0]
+    return cast("str | None", owner)
 
 
 #: Marks a lock that anyio has handed to a waiter which has not resumed yet; the owner
@@ -133,7 +136,7 @@ class _MutexBase(anyio.Lock):
         self._order_node: object = self if _order_node is None else _order_node
         if _order_node is None:  # a KeyedMutex's keys are listed by the KeyedMutex
             track(self)
-        self._acquisitions = 0
+        self._acquisitions: int = 0
         self._contended = 0
         self._timeouts = 0
         self._longest_wait = 0.0
@@ -272,7 +275,7 @@ class _MutexBase(anyio.Lock):
         # Everything but the uncontended path: waiting, "try once", misuse, and a lock
         # that has to move to this event loop first.
         try:  # _moved(), inlined: this runs on every hand-off
-            moved = self._backend.current_token() is not self._loop  # type: ignore[union-attr]
+            moved = self._backend.current_token() is not self._loop  # type: ignore[union-attr]  # pyright: ignore[reportOptionalMemberAccess]
         except RuntimeError:
             moved = True
         if moved:
@@ -406,7 +409,7 @@ class _MutexBase(anyio.Lock):
         if label is _HANDOFF:
             return ()
         if type(label) is tuple:
-            owner, wait = label
+            owner, wait = cast("tuple[str, _Wait]", label)
             since = held_since(wait.task_id, self._order_node)
             return (Holder(wait.task_id, wait.task_name, owner, since),)
         return self._holders()
@@ -450,9 +453,7 @@ class _MutexBase(anyio.Lock):
             assert lock is not None
             info = lock.statistics().owner
             return None if info is None else self._waiting.get(info.id, self._label)
-        if type(owner) is tuple:  # (label, wait record) after a contended wait
-            return owner[0]  # type: ignore[no-any-return]
-        return owner  # type: ignore[return-value]
+        return _plain_label(owner)
 
     @property
     def total_acquisitions(self) -> int:
@@ -597,7 +598,7 @@ class AsyncMutex(_MutexBase):
 
         return release_once
 
-    async def acquire(  # type: ignore[override]
+    async def acquire(  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
         self, *, timeout_ms: float | None = None, label: str | None = None
     ) -> Callable[[], None]:
         """Acquire the mutex and return a zero-argument function that releases it.
@@ -644,7 +645,9 @@ class AsyncMutex(_MutexBase):
             checker.acquired(self._order_node, self._label)
         return self._releaser()
 
-    def acquire_nowait(self, *, label: str | None = None) -> Callable[[], None]:  # type: ignore[override]
+    def acquire_nowait(  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
+        self, *, label: str | None = None
+    ) -> Callable[[], None]:
         """Acquire the mutex if it is free, without waiting; return its releaser.
 
         :raises ~anyio.WouldBlock: if the mutex is held by another task

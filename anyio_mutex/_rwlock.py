@@ -133,7 +133,7 @@ class RWLock:
         # granted (not resumed yet) holds the lock: it waits for nobody.
         if waiter is not None and waiter.granted:
             return (Holder(waiter.task_id, None, waiter.label),)
-        holders = []
+        holders: list[Holder] = []
         if self._writer is not None:
             writer = self._writer
             since = held_since(writer, self)

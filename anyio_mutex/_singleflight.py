@@ -7,7 +7,7 @@ import math
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from types import CoroutineType, TracebackType
-from typing import Any, Generic, NoReturn, TypeVar, final
+from typing import Any, Generic, NoReturn, TypeVar, cast, final
 
 import anyio
 import anyio.lowlevel
@@ -231,7 +231,7 @@ class SingleFlight(Generic[K, T]):
                 else:
                     if start is None or deadline is None:  # a takeover keeps the first
                         start = anyio.current_time()
-                        deadline = start + timeout_ms / 1000  # type: ignore[operator]
+                        deadline = start + cast(float, timeout_ms) / 1000
                     await self._wait(key, call, start, deadline, timeout_ms, what)
             finally:
                 if wait is not None:

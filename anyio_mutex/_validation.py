@@ -20,13 +20,13 @@ def check_timeout_ms(timeout_ms: object, name: str = "timeout_ms") -> float | No
     """
     if timeout_ms is None:
         return None
-    if type(timeout_ms) in _NUMBER_TYPES and 0 <= timeout_ms < 1e300:  # type: ignore[operator]
-        return timeout_ms / 1000  # type: ignore[operator]  # the common case
+    if type(timeout_ms) in _NUMBER_TYPES and 0 <= timeout_ms < 1e300:  # type: ignore[operator]  # pyright: ignore[reportOperatorIssue]
+        return timeout_ms / 1000  # type: ignore[operator]  # pyright: ignore  # the common case
     if not _is_number(timeout_ms):
         raise TypeError(
             f"{name} must be a number of milliseconds or None, got {timeout_ms!r}"
         )
-    if timeout_ms != timeout_ms or timeout_ms < 0:  # type: ignore[operator]  # NaN
+    if timeout_ms != timeout_ms or timeout_ms < 0:  # type: ignore[operator]  # pyright: ignore[reportOperatorIssue]  # NaN
         raise ValueError(
             f"{name} must be >= 0 (or None to wait forever), got {timeout_ms!r}"
         )
@@ -73,10 +73,10 @@ def check_seconds(
     if not _is_number(value):
         raise TypeError(f"{name} must be a number of {unit}, got {value!r}")
     # value != value: NaN (math.isnan would overflow on a huge int)
-    if value != value or value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
+    if value != value or value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]  # pyright: ignore[reportOperatorIssue]
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
     try:
-        return float(value) + 0.0  # type: ignore[arg-type]  # -0.0 -> 0.0
+        return float(value) + 0.0  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]  # -0.0 -> 0.0
     except OverflowError:  # an int beyond any float
         return math.inf

@@ -338,7 +338,7 @@ def _cycle_through(
     parent: dict[int, tuple[int, Holder]] = {}
     frontier = [me]
     while frontier:
-        following = []
+        following: list[int] = []
         for tid in frontier:
             for holder in nodes[tid].holders:
                 nxt = holder.task_id

@@ -198,4 +198,4 @@ def test_mutex_statistics_fields_of_its_own_are_keyword_only() -> None:
     for name in ("owner_label", "total_acquisitions", "timeouts", "longest_wait_ms"):
         assert fields[name].kw_only, name
     with pytest.raises(TypeError):
-        anyio_mutex.MutexStatistics(False, None, 0, None, 0, 0, 0, 0.0)  # type: ignore[misc]
+        anyio_mutex.MutexStatistics(False, None, 0, None, 0, 0, 0, 0.0)  # type: ignore[call-arg]

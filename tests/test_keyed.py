@@ -98,6 +98,7 @@ async def test_bad_arguments_change_nothing() -> None:
         KeyedMutex(lock_order="bogus")  # type: ignore[arg-type]
 
 
+@pytest.mark.heavy
 async def test_20000_keys_with_random_cancellations_leave_no_entries() -> None:
     seed = 11
     print(f"seed={seed}")

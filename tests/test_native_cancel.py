@@ -26,7 +26,7 @@ from .conftest import BACKENDS
 
 pytestmark = pytest.mark.anyio
 
-ASYNCIO_BACKENDS = [p for p in BACKENDS if p.values[0][0] == "asyncio"]  # type: ignore[index]
+ASYNCIO_BACKENDS = [p for p in BACKENDS if p.values[0][0] == "asyncio"]
 
 
 @pytest.fixture(params=ASYNCIO_BACKENDS)

@@ -84,6 +84,7 @@ async def stampede(
     return fetch, values
 
 
+@pytest.mark.heavy
 async def test_cold_key_stampede_of_10000_fetches_once() -> None:
     cache: RefreshCache[str, str] = RefreshCache(clock=ManualClock())
     fetch, values = await stampede(cache, "hot", 10_000)
@@ -333,6 +334,7 @@ async def test_waiter_timeout_is_its_own_and_reports_the_real_wait() -> None:
     assert [o for o in outcomes if o == "v1"] == ["v1", "v1"]
 
 
+@pytest.mark.heavy
 async def test_memory_stays_bounded_after_20000_keys_with_cancellations() -> None:
     # 20,000 keys through a 1,000-entry cache show the bound as well as 100,000 did,
     # in a third of the time (100,000 took 5-10 s per backend on a loaded 2-core box).

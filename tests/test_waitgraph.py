@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -45,7 +45,7 @@ class FakeLock:
 
 
 def task(n: int, name: str) -> anyio.TaskInfo:
-    return anyio.TaskInfo(n, None, name, None)
+    return anyio.TaskInfo(n, None, name, cast(Any, None))
 
 
 A, B, C, D = task(1, "A"), task(2, "B"), task(3, "C"), task(4, "D")
@@ -60,7 +60,9 @@ def _clean_registry() -> Iterator[None]:
 
 
 def park(t: anyio.TaskInfo, lock: FakeLock, **kwargs: Any) -> wg._Wait:
-    return wg.enter_wait(lock, None, t, f"{t.name}-wants", **kwargs)
+    wait = wg.enter_wait(lock, None, t, f"{t.name}-wants", **kwargs)
+    assert wait is not None
+    return wait
 
 
 def test_wait_for_a_running_holder_is_not_a_deadlock() -> None:

@@ -1,4 +1,4 @@
-"""The mutex and the cache refresh on Redis or Valkey, across processes and machines.
+"""The mutex, the semaphore and the cache refresh on Redis or Valkey, across processes.
 
 Needs the ``redis`` extra (``pip install 'anyio_mutex[redis]'``): the client is
 `coredis <https://coredis.readthedocs.io>`_ 6.x, which is built on anyio, so this
@@ -37,6 +37,10 @@ Guarantees and their limits:
   are served in the order they blocked. So a process with 50 waiting tasks and one
   with 1 get about the same share of grants. This keeps one waiter (and one blocked
   connection) per process at the server whatever the number of tasks.
+- :class:`RedisSemaphore` keeps at most ``limit`` leased permits across processes
+  (counted by the server, on its clock), with the same leases, fences and renewal.
+  Its fairness is per task: each acquisition takes a FIFO ticket at the server, and
+  no waiter is overtaken by more than ``limit - 1`` callers that arrived after it.
 - Keys (``key_prefix`` first, for ACL patterns such as ``~app:*``):
   ``<prefix>{<name>}:lock`` holds ``<token>:<fence>:<label>`` with the lease as its
   TTL; ``...:fence`` the last fence; ``...:wake`` the wake-up list; and
@@ -67,6 +71,7 @@ from ._errors import (  # noqa: E402
 )
 from ._lease import RedisLease  # noqa: E402
 from ._mutex import RedisMutex, RedisMutexStatistics  # noqa: E402
+from ._semaphore import RedisSemaphore, RedisSemaphoreStatistics  # noqa: E402
 
 __all__ = [
     "LockLostError",
@@ -77,6 +82,8 @@ __all__ = [
     "RedisMutexStatistics",
     "RedisRefreshCache",
     "RedisRefreshCacheStatistics",
+    "RedisSemaphore",
+    "RedisSemaphoreStatistics",
     "key_to_str",
 ]
 
