@@ -4,7 +4,7 @@ Everything public is re-exported here; the submodules are private, except
 :mod:`anyio_mutex.redis`, which needs the ``redis`` extra and is never imported here.
 """
 
-import importlib.metadata as _metadata
+from typing import Any as _Any
 
 from ._diagnostics import (
     _enable_from_environment,
@@ -15,6 +15,7 @@ from ._errors import (
     LockOrderError,
     LockOrderWarning,
     MutexError,
+    MutexLoopError,
     MutexReentryError,
     MutexReleaseError,
     MutexTimeoutError,
@@ -30,12 +31,8 @@ from ._refresh import (
     get_or_refresh,
 )
 from ._rwlock import RWLock, RWLockStatistics
+from ._semaphore import Semaphore, SemaphoreStatistics
 from ._singleflight import SingleFlight, SingleFlightStatistics
-
-try:
-    __version__ = _metadata.version("anyio_mutex")
-except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
 
 __all__ = [
     "AsyncMutex",
@@ -47,6 +44,7 @@ __all__ = [
     "LockOrderWarning",
     "Mutex",
     "MutexError",
+    "MutexLoopError",
     "MutexReentryError",
     "MutexReleaseError",
     "MutexStatistics",
@@ -54,6 +52,8 @@ __all__ = [
     "RWLock",
     "RWLockStatistics",
     "RefreshCache",
+    "Semaphore",
+    "SemaphoreStatistics",
     "SingleFlight",
     "SingleFlightStatistics",
     "cached",
@@ -68,3 +68,18 @@ for _name in __all__:
 del _name
 
 _enable_from_environment()  # ANYIO_MUTEX_LOCK_ORDER=raise|warn
+
+
+def __getattr__(name: str) -> _Any:
+    # __version__ comes from the installed metadata, read on first use: reading it
+    # at import would cost more than importing anyio itself.
+    if name == "__version__":
+        import importlib.metadata
+
+        try:
+            version = importlib.metadata.version("anyio_mutex")
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+            version = "0+unknown"  # running from a source tree
+        globals()["__version__"] = version
+        return version
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,7 @@ so the same misuse reads the same on asyncio and on trio.
 
 from __future__ import annotations
 
-from typing import Any, final
+from typing import Any, Final, final
 
 
 class MutexError(Exception):
@@ -91,6 +91,7 @@ class MutexReleaseError(MutexError, RuntimeError):
 
     :ivar label: the label of the lock
     :ivar owner: the label of the current holder, or ``None`` if the lock is free
+    :ivar reason: what was wrong (not locked, another task holds it, already released)
     """
 
     _positional = ("label", "owner")
@@ -111,18 +112,49 @@ class MutexReentryError(MutexError, RuntimeError):
 
     :ivar label: the label of the lock
     :ivar owner: the label of the acquisition that holds it
+    :ivar reason: why this acquisition cannot proceed (``"it is not re-entrant"``,
+        or what an RWLock upgrade or downgrade would have needed)
     """
 
     _positional = ("label", "owner")
+    _fields = ("reason",)
 
-    def __init__(self, label: str, owner: str | None) -> None:
+    def __init__(
+        self, label: str, owner: str | None, *, reason: str = "it is not re-entrant"
+    ) -> None:
         self.label = label
         self.owner = owner
+        self.reason = reason
         held = f" (held as {owner!r})" if owner is not None else ""
         super().__init__(
-            f"Lock {label!r} is already held by the current task{held}; "
-            "it is not re-entrant"
+            f"Lock {label!r} is already held by the current task{held}; {reason}"
         )
+
+
+@final
+class MutexLoopError(MutexError, RuntimeError):
+    """Raised when a lock is used where it cannot be: another event loop, or no loop.
+
+    A free lock with no waiters moves to whatever event loop (or backend) uses it
+    next, so one module-level lock serves ``anyio.run()`` after ``anyio.run()``, on
+    asyncio and trio alike. A lock that is held, or has waiters, in one event loop
+    cannot be acquired or released from another one, nor from a thread with no
+    event loop (a worker thread): this error says so instead of failing deep inside
+    the backend or waiting forever. Nothing changes when it is raised.
+
+    :ivar label: the label of the lock
+    :ivar owner: the label of the current holder, or ``None``
+    :ivar reason: what was wrong, in words
+    """
+
+    _positional = ("label", "owner")
+    _fields = ("reason",)
+
+    def __init__(self, label: str, owner: str | None, *, reason: str) -> None:
+        self.label = label
+        self.owner = owner
+        self.reason = reason
+        super().__init__(f"Cannot use lock {label!r}: {reason}")
 
 
 @final
@@ -157,3 +189,22 @@ class LockOrderError(MutexError, RuntimeError):
 
 class LockOrderWarning(UserWarning):
     """The warning form of :class:`LockOrderError`, with ``mode="warn"``."""
+
+
+# Reasons shared by every lock, so the same misuse reads the same everywhere.
+NOT_LOCKED: Final = "it is not locked"
+NOT_HOLDER: Final = (
+    "the current task does not hold it; a lock belongs to the task that acquired "
+    "it and only that task can release it (to end a hold from another task, signal "
+    "the holder, for example with an anyio.Event or by cancelling its scope, and let "
+    "it release)"
+)
+ALREADY_RELEASED: Final = "this acquisition was already released"
+NO_EVENT_LOOP: Final = (
+    "no event loop is running in this thread (a worker thread?); acquire and "
+    "release it in a task of the event loop it is used in"
+)
+OTHER_LOOP: Final = (
+    "it is held or waited for in another event loop; a lock moves to a new event "
+    "loop or backend only while it is free and nobody waits for it"
+)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Hashable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar, final
 
-from ._hold import ReleasingHold
+from ._hold import Hold
 from ._mutex import AsyncMutex
-from ._validation import check_label, check_timeout_ms
+from ._validation import check_bool, check_label, check_timeout_ms
 
 K = TypeVar("K", bound=Hashable)
 
@@ -63,6 +64,7 @@ class KeyedMutex(Generic[K]):
     """
 
     __slots__ = (
+        "__weakref__",
         "_acquisitions",
         "_contended",
         "_entries",
@@ -80,10 +82,8 @@ class KeyedMutex(Generic[K]):
         fast_acquire: bool = False,
         lock_order: Literal["key", "instance"] = "key",
     ) -> None:
-        if not isinstance(label, str):
-            raise TypeError(f"label must be a str, got {label!r}")
-        if type(fast_acquire) is not bool:
-            raise TypeError(f"fast_acquire must be a bool, got {fast_acquire!r}")
+        check_label(label, optional=False)
+        check_bool(fast_acquire, "fast_acquire")
         if lock_order not in ("key", "instance"):
             raise ValueError(
                 f"lock_order must be 'key' or 'instance', got {lock_order!r}"
@@ -100,9 +100,10 @@ class KeyedMutex(Generic[K]):
         entry = self._entries.get(key)
         if entry is None:
             mutex = AsyncMutex(
-                f"{self._label}[{key!r}]", fast_acquire=self._fast_acquire
+                f"{self._label}[{key!r}]",
+                fast_acquire=self._fast_acquire,
+                _order_node=(self, key) if self._lock_order == "key" else self,
             )
-            mutex._order_node = (self, key) if self._lock_order == "key" else self
             entry = self._entries[key] = _Entry(mutex)
         return entry
 
@@ -153,8 +154,10 @@ class KeyedMutex(Generic[K]):
 
     def hold(
         self, key: K, *, timeout_ms: float | None = None, label: str | None = None
-    ) -> ReleasingHold:
+    ) -> AbstractAsyncContextManager[None]:
         """Return an async context manager holding the lock of ``key`` for its body.
+
+        Each ``async with`` needs its own ``hold()`` call.
 
         :raises TypeError: if an argument has a bad type (raised here, at once)
         :raises ValueError: if ``timeout_ms`` is negative or NaN (raised here, at once)
@@ -162,7 +165,7 @@ class KeyedMutex(Generic[K]):
         check_timeout_ms(timeout_ms)
         check_label(label)
         hash(key)
-        return ReleasingHold(
+        return Hold(
             functools.partial(self.acquire, key, timeout_ms=timeout_ms, label=label)
         )
 

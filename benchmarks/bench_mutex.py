@@ -6,7 +6,9 @@
 Prints, per backend, median ns/op over interleaved repeats and ratios against the
 anyio.Lock that AsyncMutex wraps (same mode):
   - uncontended acquire+release, untimed and with a 5000 ms timeout;
-  - contended hand-off: 100 tasks x N cycles, each holding across one checkpoint.
+  - contended hand-off: 100 tasks x N cycles, each holding across one checkpoint;
+  - the clock: anyio.current_time() (the public API the contended and timed paths
+    use) next to the backend's own clock (what a private anyio import would reach).
 """
 
 from __future__ import annotations
@@ -121,6 +123,27 @@ def uncontended_rows(backend: str) -> list[Row]:
     return rows
 
 
+def clock_rows(backend: str) -> list[Row]:
+    if backend == "trio":
+        import trio
+
+        native_clock: Callable[[], float] = trio.current_time
+    else:
+        native_clock = asyncio.get_running_loop().time
+
+    def calls(clock: Callable[[], float]) -> Callable[[int], Awaitable[None]]:
+        async def run(n: int) -> None:
+            for _ in range(n):
+                clock()
+
+        return run
+
+    return [
+        Row("backend clock", calls(native_clock)),
+        Row("anyio.current_time()", calls(anyio.current_time), "backend clock"),
+    ]
+
+
 def handoff_rows(backend: str, tasks: int) -> list[Row]:
     lock_cls, checkpoint, _ = native(backend)
     native_name = "trio.Lock" if backend == "trio" else "asyncio.Lock"
@@ -175,6 +198,8 @@ async def bench(backend: str, quick: bool, repeats: int) -> list[str]:
     await measure(uncontended, ops, repeats)
     handoff = handoff_rows(backend, tasks)
     await measure(handoff, tasks * cycles, repeats)
+    clocks = clock_rows(backend)
+    await measure(clocks, ops, repeats)
     rows = uncontended + handoff
     print(table(f"== {backend}: uncontended acquire+release", uncontended))
     print(
@@ -183,6 +208,7 @@ async def bench(backend: str, quick: bool, repeats: int) -> list[str]:
             handoff,
         )
     )
+    print(table(f"== {backend}: one clock reading", clocks))
     verdicts = []
     for case, baseline, limit in TARGETS:
         r = ratio(rows, case, baseline)

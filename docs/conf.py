@@ -38,7 +38,6 @@ myst_heading_anchors = 3
 # The docstrings use Sphinx field lists (:param:, :raises:, :return:, :ivar:).
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_preserve_defaults = True
 autodoc_inherit_docstrings = True
 autoclass_content = "class"
 

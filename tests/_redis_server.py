@@ -15,8 +15,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
+
+import coredis
 
 HOW_TO_GET_ONE = (
     "No Redis/Valkey server binary found. The Redis tests need a real server: "
@@ -48,15 +52,18 @@ def free_port() -> int:
 class RedisServer:
     """One server process; ``start()`` waits until it answers PING."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, *extra: str) -> None:
         self.binary = binary
+        self.extra = extra  # more server options, e.g. "--maxmemory", "2mb"
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.mkdtemp(prefix="anyio-mutex-redis-")
 
-    def start(self) -> RedisServer:
+    def start(self, *, same_port: bool = False) -> RedisServer:
+        """Start (or restart, on the same port with ``same_port``) the server."""
         for _ in range(5):  # another process may grab the free port first: retry
-            self.port = free_port()
+            if not (same_port and self.port):
+                self.port = free_port()
             self.process = subprocess.Popen(
                 [
                     self.binary,
@@ -66,6 +73,7 @@ class RedisServer:
                     "--appendonly", "no",
                     "--dir", self._dir,
                     "--protected-mode", "yes",
+                    *self.extra,
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -163,3 +171,57 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
+
+
+def start_server(*extra: str) -> RedisServer:
+    """Start a server of our own, or fail the test saying how to get a binary."""
+    import pytest
+
+    binary = find_server_binary()
+    if binary is None:
+        pytest.fail(HOW_TO_GET_ONE)
+    return RedisServer(binary, *extra).start()
+
+
+def unique(prefix: str) -> str:
+    """A lock or key name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    server: RedisServer | int, **options: Any
+) -> AsyncIterator[coredis.Redis[bytes]]:
+    """A connected coredis client of ``server`` (or of a port, e.g. a proxy's)."""
+    port = server if isinstance(server, int) else server.port
+    client: coredis.Redis[bytes] = coredis.Redis(host="127.0.0.1", port=port, **options)
+    async with client:
+        yield client
+
+
+def server_fixture() -> Any:
+    """A module-scoped ``server`` fixture: one shared server per test file."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def server() -> Iterator[RedisServer]:
+        srv = start_server()
+        yield srv
+        srv.stop()
+
+    return server
+
+
+def dedicated_server_fixture(*extra: str) -> Any:
+    """A function-scoped fixture: a server of the test's own, started with ``extra``
+    options, which the test may flush, fill, kill or restart on the same port
+    (``srv.stop()``, then ``srv.start(same_port=True)``)."""
+    import pytest
+
+    @pytest.fixture
+    def dedicated_server() -> Iterator[RedisServer]:
+        srv = start_server(*extra)
+        yield srv
+        srv.stop()
+
+    return dedicated_server

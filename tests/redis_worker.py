@@ -2,6 +2,9 @@
 
     python tests/redis_worker.py counter  PORT NAME N BACKEND   # N locked increments
     python tests/redis_worker.py stampede PORT KEY N BACKEND    # N concurrent cache calls
+    python tests/redis_worker.py both     PORT NAME N BACKEND   # both at once (5N calls)
+
+BACKEND is asyncio, trio or asyncio+uvloop.
 
 Each first pops a token from the list "go:<name>" (BLPOP), which the test fills once
 every worker is running, so the processes start together.
@@ -56,9 +59,18 @@ async def main(mode: str, port: int, name: str, n: int) -> None:
     client: coredis.Redis[bytes] = coredis.Redis(host="127.0.0.1", port=port)
     async with client:
         await wait_for_go(client, name)
-        await {"counter": counter, "stampede": stampede}[mode](client, name, n)
+        if mode == "both":
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(counter, client, name, n)
+                tg.start_soon(stampede, client, name, 5 * n)
+        else:
+            await {"counter": counter, "stampede": stampede}[mode](client, name, n)
 
 
 if __name__ == "__main__":
     mode, port, name, n, backend = sys.argv[1:6]
-    anyio.run(main, mode, int(port), name, int(n), backend=backend)
+    name_, _, extra = backend.partition("+")  # "asyncio+uvloop": asyncio on uvloop
+    options = {"use_uvloop": True} if extra == "uvloop" else {}
+    anyio.run(
+        main, mode, int(port), name, int(n), backend=name_, backend_options=options
+    )

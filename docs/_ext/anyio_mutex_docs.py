@@ -259,16 +259,32 @@ def _init_signature(
     returns a backend lock), and autodoc prefers ``__new__``'s signature.
     """
     if what not in ("class", "exception") or not isinstance(obj, type):
-        return None
+        return _readable_defaults(signature, return_annotation)
     if getattr(obj, "_is_protocol", False):
         return "", None  # a Protocol (CachedFunction) is a type, never constructed
     any_ = r"(: [~\w.]*Any)?"
     if signature is None or not re.fullmatch(
         rf"\(\*args{any_}, \*\*kwargs{any_}\)", signature
     ):
-        return None
+        return _readable_defaults(signature, return_annotation)
     init = sphinx_signature(typing.cast(Any, obj).__init__, bound_method=True)
-    return stringify_signature(init, show_return_annotation=False), return_annotation
+    return _readable_defaults(
+        stringify_signature(init, show_return_annotation=False), return_annotation
+    )
+
+
+def _readable_defaults(
+    signature: str | None, return_annotation: str | None
+) -> tuple[str, str | None] | None:
+    """Show ``clock=time.monotonic`` rather than the builtin's repr.
+
+    ``autodoc_preserve_defaults`` would read defaults from the source, but it fails on
+    ``cached``, whose runtime signature is derived from ``RefreshCache``'s.
+    """
+    if signature is None or "<built-in function monotonic>" not in signature:
+        return None
+    readable = signature.replace("<built-in function monotonic>", "time.monotonic")
+    return readable, return_annotation
 
 
 def _follow_imported(app: Sphinx, modname: str, attribute: str) -> str | None:

@@ -1,0 +1,199 @@
+"""Tasks of one process sharing a RedisMutex: leases, re-entry, names, fairness.
+
+Regression tests for issue 8, defects 2 to 4: the local queue outlived the local
+holder's lease, re-entry waited for its own lease to expire, and a local wait named
+``'(a task of this process)'`` instead of the holder.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from anyio_mutex import MutexReentryError, MutexTimeoutError
+from anyio_mutex.redis import LockLostError, RedisLease, RedisMutex
+
+from ._redis_server import RedisServer, connect, server_fixture, unique
+
+pytestmark = pytest.mark.anyio
+
+server = server_fixture()
+
+
+async def acquire_in_another_task(mutex: RedisMutex, label: str) -> RedisLease:
+    """Task A: acquire, then stall (return the lease without releasing it)."""
+    leases: list[RedisLease] = []
+
+    async def task_a() -> None:
+        leases.append(await mutex.acquire(label=label))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task_a)
+    return leases[0]
+
+
+async def test_next_local_task_goes_to_the_server_when_the_lease_runs_out(
+    server: RedisServer,
+) -> None:
+    name = unique("expire")
+    async with connect(server) as client:
+        mutex = RedisMutex(client, name, lease_ms=200)
+        stalled = await acquire_in_another_task(mutex, "A")  # never released in time
+        with anyio.fail_after(5):
+            second = await mutex.acquire(label="B", timeout_ms=3000)
+        assert second.fence > stalled.fence
+        assert await mutex.owner() == "B"
+        with pytest.raises(LockLostError):
+            await stalled.release()  # A's late release ...
+        assert await mutex.owner() == "B"  # ... leaves B's key alone
+        await second.release()
+        assert not await mutex.locked()
+        with anyio.fail_after(5):  # and the local turn is free again
+            third = await mutex.acquire(timeout_ms=0)
+        await third.release()
+
+
+async def test_untimed_local_waiter_is_not_stuck_behind_an_expired_lease(
+    server: RedisServer,
+) -> None:
+    async with connect(server) as client:
+        mutex = RedisMutex(client, unique("forever"), lease_ms=150)
+        await acquire_in_another_task(mutex, "A")
+        with anyio.fail_after(5):
+            lease = await mutex.acquire(label="B")  # no timeout: waited forever before
+        await lease.release()
+
+
+async def test_reentry_raises_at_once(server: RedisServer) -> None:
+    async with connect(server) as client:
+        mutex = RedisMutex(client, unique("reenter"), lease_ms=5000)
+        with anyio.fail_after(2):
+            async with mutex.hold(label="outer"):
+                with pytest.raises(MutexReentryError) as exc_info:
+                    await mutex.acquire(timeout_ms=10_000)
+                assert exc_info.value.owner == "outer"
+                with pytest.raises(MutexReentryError):
+                    async with mutex.hold():
+                        pass  # pragma: no cover
+                assert await mutex.owner() == "outer"
+        assert not await mutex.locked()
+
+
+async def test_reentry_after_the_lease_ran_out_is_a_new_acquisition(
+    server: RedisServer,
+) -> None:
+    async with connect(server) as client:
+        mutex = RedisMutex(client, unique("again"), lease_ms=100)
+        first = await mutex.acquire()
+        # The lease running out is what is tested: wait for it on the same clock.
+        await anyio.sleep(first.expires_at - anyio.current_time())
+        with anyio.fail_after(5):
+            second = await mutex.acquire(timeout_ms=3000)
+        assert second.fence > first.fence
+        await second.release()
+
+
+async def test_local_timeout_names_the_local_holder(server: RedisServer) -> None:
+    async with connect(server) as client:
+        mutex = RedisMutex(client, unique("name"), lease_ms=10_000)
+        holding = anyio.Event()
+        done = anyio.Event()
+
+        async def holder() -> None:
+            async with mutex.hold(label="nightly report"):
+                holding.set()
+                await done.wait()
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(holder)
+                await holding.wait()
+                with pytest.raises(MutexTimeoutError) as exc_info:
+                    await mutex.acquire(timeout_ms=50)
+                done.set()
+        err = exc_info.value
+        assert (err.owner, err.label, err.timeout_ms) == (
+            "nightly report",
+            mutex.name,
+            50,
+        )
+        assert err.waited_ms >= 50 - 1e-6  # float rounding of start + 0.05
+        assert mutex.statistics().timeouts == 1
+
+
+async def test_cancelled_local_waiter_leaves_the_queue(server: RedisServer) -> None:
+    async with connect(server) as client:
+        mutex = RedisMutex(client, unique("cancelq"), lease_ms=10_000)
+        lease = await mutex.acquire()
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(mutex.acquire)
+                await anyio.wait_all_tasks_blocked()
+                assert mutex.statistics().tasks_waiting == 1
+                tg.cancel_scope.cancel()
+            assert mutex.statistics().tasks_waiting == 0
+            await lease.release()
+            again = await mutex.acquire(timeout_ms=0)  # nobody queued in front
+        await again.release()
+
+
+async def test_queued_waiter_notices_a_lease_granted_after_it_queued(
+    server: RedisServer,
+) -> None:
+    # B queues behind A while A is still waiting at the server (no lease to watch
+    # yet); A is then granted and stalls. B must still go when A's lease runs out.
+    name = unique("late")
+    async with connect(server) as client, connect(server) as remote_client:
+        remote = await RedisMutex(remote_client, name, lease_ms=30_000).acquire()
+        mutex = RedisMutex(client, name, lease_ms=200)
+        granted: list[RedisLease] = []
+
+        async def task_a() -> None:
+            granted.append(await mutex.acquire(label="A"))  # then never releases
+
+        async def task_b() -> None:
+            granted.append(await mutex.acquire(label="B"))  # no timeout
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(task_a)
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(task_b)
+                await anyio.wait_all_tasks_blocked()
+                assert mutex.statistics().tasks_waiting == 2
+                await remote.release()
+        assert [lease.label for lease in granted] == ["A", "B"]
+        assert granted[1].fence > granted[0].fence
+        await granted[1].release()
+
+
+async def test_waiter_cancelled_as_it_is_handed_the_turn_passes_it_on(
+    server: RedisServer,
+) -> None:
+    async with connect(server) as client:
+        mutex = RedisMutex(client, unique("handed"), lease_ms=10_000)
+        lease = await mutex.acquire(label="H")
+        w_scope = anyio.CancelScope()
+        got: list[str] = []
+
+        async def waiter_w() -> None:
+            with w_scope:
+                await mutex.acquire(label="W")
+                got.append("W")  # pragma: no cover - cancelled before it runs
+
+        async def waiter_x() -> None:
+            x = await mutex.acquire(label="X")
+            got.append("X")
+            await x.release()
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter_w)
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(waiter_x)
+                await anyio.wait_all_tasks_blocked()
+                await lease.release()  # hands the local turn to W ...
+                w_scope.cancel()  # ... which is cancelled before it runs
+        assert got == ["X"]
+        assert w_scope.cancelled_caught
+        assert not await mutex.locked()
