@@ -156,10 +156,10 @@ async def test_holder_cancelled_twice_then_sharers_still_expire_exactly(
             tg.start_soon(f.flight.do, "k", f.work)
             await wait_all_tasks_blocked()
             for i, name in enumerate(names):
-                tg.start_soon(f.wait, name, 1000 + 100 * i)
+                tg.start_soon(f.wait, name, 300 + 50 * i)
                 await wait_all_tasks_blocked()
             for name in names[:3]:  # each is the holder when cancelled
-                await anyio.sleep(0.05)
+                await anyio.sleep(0.02)
                 f.scopes[name].cancel()
                 await wait_all_tasks_blocked()
             await f.until(lambda: len(f.results) >= len(names))
@@ -170,7 +170,7 @@ async def test_holder_cancelled_twice_then_sharers_still_expire_exactly(
         else:
             err = f.results[name]
             assert isinstance(err, MutexTimeoutError), (name, err)
-            check_wait(err, 1000 + 100 * i, virtual(anyio_backend))
+            check_wait(err, 300 + 50 * i, virtual(anyio_backend))
     assert f.flight.statistics().timeouts == 3
 
 
