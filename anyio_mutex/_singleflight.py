@@ -34,6 +34,8 @@ class _Call:
         "label",
         "leader",
         "state",
+        "timer",
+        "timer_deadline",
         "traceback",
         "value",
         "waits_for",
@@ -41,6 +43,13 @@ class _Call:
 
     def __init__(self, label: str | None) -> None:
         self.done = anyio.Event()  # set when the leader leaves, whatever the outcome
+        # The shared timer (see SingleFlight._wait): while ``timer`` is not None, one
+        # waiter (the holder) waits on it under a real deadline, ``timer_deadline``,
+        # and timed waiters whose deadlines are not earlier wait on it with none.
+        # The leader sets it with ``done``; a holder that leaves early sets it and
+        # clears the field. Written by waiters; read by the leader.
+        self.timer: anyio.Event | None = None
+        self.timer_deadline = math.inf
         self.state = _PENDING
         self.value: Any = None
         self.error: BaseException | None = None
@@ -278,6 +287,8 @@ class SingleFlight(Generic[K, T]):
             if self._calls.get(key) is call:  # forget() may have dropped it already
                 del self._calls[key]
             call.done.set()
+            if call.timer is not None:  # wake the waiters sharing a timer
+                call.timer.set()
         call.state, call.value = _OK, value
         return value
 
@@ -290,21 +301,70 @@ class SingleFlight(Generic[K, T]):
         timeout_ms: float | None,
         what: str,
     ) -> None:
-        with anyio.CancelScope(deadline=deadline) as scope:
-            await call.done.wait()
-        if scope.cancelled_caught and not call.done.is_set():
-            waited = anyio.current_time() - start
-            # If an enclosing scope was cancelled too, its cancellation wins.
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            self._timeouts += 1
-            owner = call.label if call.label is not None else f"{self._label}:{key}"
-            raise MutexTimeoutError(
-                waited * 1000,
-                timeout_ms=timeout_ms,
-                label=self._label,
-                owner=owner,
-                waiting_for=f"the {what} key {key!r}",
-            )
+        """Wait for ``call`` to end, or raise :class:`MutexTimeoutError` at ``deadline``.
+
+        A cancel scope with a deadline costs several microseconds per waiter, so the
+        timed waiters of one call share one timer. The first becomes the holder: it
+        waits on ``call.timer`` in a scope with its own deadline. A later waiter whose
+        deadline is not earlier waits on the same event with no scope of its own: it
+        cannot expire before the holder does. When the holder leaves before the call
+        ends (it timed out, or was cancelled, by anyio or natively), it sets the event
+        and clears the field: every sharer wakes, times out if its own deadline has
+        passed, and otherwise waits again (as the new holder, a sharer of the new
+        holder, or on its own). A waiter whose deadline comes before the holder's, or
+        that was already woken early once, waits in its own scope: each waiter is
+        woken early at most twice, so a call that outlives many deadlines costs what
+        one scope per waiter costs, never more.
+        """
+        early_wakes = 0
+        while True:
+            timer = call.timer
+            if timer is None and early_wakes < 2:
+                # Become the holder: the one real deadline of this call's waiters.
+                timer = call.timer = anyio.Event()
+                call.timer_deadline = deadline
+                try:
+                    with anyio.CancelScope(deadline=deadline) as scope:
+                        await timer.wait()
+                finally:
+                    # Leaving before the call ends (timed out, or cancelled either
+                    # way): wake the sharers, whose deadlines this scope was minding.
+                    if call.timer is timer and not call.done.is_set():
+                        call.timer = None
+                        timer.set()
+                if call.done.is_set() or not scope.cancelled_caught:
+                    return  # the call ended (if the deadline fired too, it lost)
+            elif (
+                timer is not None
+                and early_wakes < 2
+                and deadline >= call.timer_deadline
+            ):
+                # Share the holder's timer: it expires no later than this deadline.
+                await timer.wait()
+                if call.done.is_set():
+                    return
+                early_wakes += 1  # the holder left early: expired, or wait again
+                if anyio.current_time() < deadline:
+                    continue
+            else:
+                # An earlier deadline than the holder's: this waiter's own timer.
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    await call.done.wait()
+                if call.done.is_set() or not scope.cancelled_caught:
+                    return
+            break
+        waited = anyio.current_time() - start
+        # If an enclosing scope was cancelled too, its cancellation wins.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        self._timeouts += 1
+        owner = call.label if call.label is not None else f"{self._label}:{key}"
+        raise MutexTimeoutError(
+            waited * 1000,
+            timeout_ms=timeout_ms,
+            label=self._label,
+            owner=owner,
+            waiting_for=f"the {what} key {key!r}",
+        )
 
     def forget(self, key: K) -> None:
         """Let the next call of ``key`` run ``fn`` anew instead of joining the running one.

@@ -554,6 +554,27 @@ async def test_bad_call_arguments_change_nothing() -> None:
     assert_no_fetch_state(cache)
 
 
+async def test_bad_arguments_to_the_package_get_or_refresh_raise_on_hits_too() -> None:
+    # Its fast path skips the validator only for plainly valid arguments.
+    key = ("test_bad_package_arguments", id(anyio))
+    await get_or_refresh(key, Fetcher())  # the key is warm: a hit path exists
+    before = default_cache().statistics()
+    for bad, error, text in [
+        ({"fetcher": "nope"}, TypeError, "fetcher must be callable, got 'nope'"),
+        ({"ttl_s": -2}, ValueError, "ttl_s must be >= 0, got -2"),
+        ({"ttl_s": math.nan}, ValueError, "ttl_s must be >= 0"),
+        ({"ttl_s": True}, TypeError, "ttl_s"),
+        ({"timeout_ms": math.nan}, ValueError, "timeout_ms must be >= 0"),
+        ({"timeout_ms": "5"}, TypeError, "timeout_ms"),
+        ({"label": 5}, TypeError, "label must be a str or None"),
+    ]:
+        args: dict[str, Any] = {"fetcher": Fetcher(), **bad}
+        with pytest.raises(error, match=text):
+            await get_or_refresh(key, **args)
+    assert default_cache().statistics() == before
+    default_cache().invalidate(key)
+
+
 async def test_decorator_shares_calls_and_keys_on_arguments() -> None:
     gate = anyio.Event()
     calls: list[tuple[int, str]] = []
