@@ -9,11 +9,9 @@ Disabled, the cost is one attribute check per acquire and release.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
-import traceback
 import warnings
 from dataclasses import dataclass
 from typing import Any, Final, Literal, final
@@ -22,8 +20,7 @@ import anyio
 
 from ._errors import LockOrderError, LockOrderWarning
 from ._validation import check_seconds
-
-logger: Final = logging.getLogger("anyio_mutex")
+from ._waitgraph import registry
 
 _PACKAGE_DIR: Final = os.path.dirname(__file__)
 _ENV_VAR: Final = "ANYIO_MUTEX_LOCK_ORDER"
@@ -48,12 +45,23 @@ class _Edge:
     where: str  # "task 'name' at file:line" where the order was first seen
 
 
+def _user_frame() -> tuple[Any, int]:
+    # The first frame outside this package (where the user's code took the lock), and
+    # its stack level as warnings.warn counts it from the caller of this function.
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return frame, level
+
+
 def _call_site() -> str:
-    # The first frame outside this package: where the user's code took the lock.
-    for frame in reversed(traceback.extract_stack(sys._getframe(2), limit=40)):
-        if not frame.filename.startswith(_PACKAGE_DIR):
-            return f"{frame.filename}:{frame.lineno} in {frame.name}"
-    return "<unknown>"  # pragma: no cover
+    frame, _ = _user_frame()
+    if frame is None:  # pragma: no cover
+        return "<unknown>"
+    code = frame.f_code
+    return f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
 
 
 @final
@@ -70,8 +78,11 @@ class LockOrderChecker:
         # node -> {node acquired while holding it: where that was first seen}
         self._edges: dict[Any, dict[Any, _Edge]] = {}
         self._labels: dict[Any, str] = {}
-        # task id -> [(node, label, acquired at)] of locks the task holds now
-        self._held: dict[int, list[tuple[Any, str, float]]] = {}
+        # task id -> [(node, label, acquired at)] of locks the task holds now: the
+        # holder table of the one wait-for registry, which snapshot() reads too. A
+        # new checker starts from an empty table.
+        registry.held.clear()
+        self._held = registry.held
 
     def before_acquire(self, node: Any, label: str) -> None:
         """Record "held -> node" for every lock the current task holds; report cycles."""
@@ -113,7 +124,9 @@ class LockOrderChecker:
         )
         if self.mode == "raise":
             raise error
-        warnings.warn(LockOrderWarning(str(error)), stacklevel=4)
+        # Point at the user's line, however deep in this package the check ran.
+        _, level = _user_frame()
+        warnings.warn(LockOrderWarning(str(error)), stacklevel=level)
 
     def acquired(self, node: Any, label: str) -> None:
         """Note that the current task now holds ``node``."""
@@ -137,7 +150,10 @@ class LockOrderChecker:
         if self.long_hold_s is not None:
             held_s = time.monotonic() - since
             if held_s > self.long_hold_s:
-                logger.warning(
+                # Imported here: logging costs more at import than anyio itself.
+                import logging
+
+                logging.getLogger("anyio_mutex").warning(
                     "lock %r was held for %.0f ms by %r (threshold %.0f ms)",
                     label,
                     held_s * 1000,
@@ -169,18 +185,21 @@ def enable_lock_order_checks(
     """
     if mode not in ("raise", "warn"):
         raise ValueError(f"mode must be 'raise' or 'warn', got {mode!r}")
-    long_hold_s = check_seconds(long_hold_ms, "long_hold_ms", allow_none=True)
+    long_hold = check_seconds(
+        long_hold_ms, "long_hold_ms", allow_none=True, unit="milliseconds"
+    )
     state.checker = LockOrderChecker(
-        mode, None if long_hold_s is None else long_hold_s / 1000
+        mode, None if long_hold is None else long_hold / 1000
     )
 
 
 def disable_lock_order_checks() -> None:
     """Stop checking lock order and forget every recorded order."""
     state.checker = None
+    registry.held.clear()
 
 
-def _enable_from_environment() -> None:
+def _enable_from_environment() -> None:  # pyright: ignore[reportUnusedFunction]
     mode = os.environ.get(_ENV_VAR, "").strip().lower()
     if mode in ("", "0", "off", "false"):
         return

@@ -8,7 +8,8 @@ so the same misuse reads the same on asyncio and on trio.
 
 from __future__ import annotations
 
-from typing import Any, final
+from dataclasses import dataclass
+from typing import Any, Final, final
 
 
 class MutexError(Exception):
@@ -71,7 +72,7 @@ class MutexTimeoutError(MutexError, TimeoutError):
         message = f"Mutex acquisition timed out after {waited_ms:.0f}ms"
         if waiting_for is not None:
             message += f" waiting for {waiting_for}"
-        details = []
+        details: list[str] = []
         if timeout_ms is not None:
             details.append(f"timeout_ms={timeout_ms:g}")
         if label is not None:
@@ -91,6 +92,7 @@ class MutexReleaseError(MutexError, RuntimeError):
 
     :ivar label: the label of the lock
     :ivar owner: the label of the current holder, or ``None`` if the lock is free
+    :ivar reason: what was wrong (not locked, another task holds it, already released)
     """
 
     _positional = ("label", "owner")
@@ -111,18 +113,49 @@ class MutexReentryError(MutexError, RuntimeError):
 
     :ivar label: the label of the lock
     :ivar owner: the label of the acquisition that holds it
+    :ivar reason: why this acquisition cannot proceed (``"it is not re-entrant"``,
+        or what an RWLock upgrade or downgrade would have needed)
     """
 
     _positional = ("label", "owner")
+    _fields = ("reason",)
 
-    def __init__(self, label: str, owner: str | None) -> None:
+    def __init__(
+        self, label: str, owner: str | None, *, reason: str = "it is not re-entrant"
+    ) -> None:
         self.label = label
         self.owner = owner
+        self.reason = reason
         held = f" (held as {owner!r})" if owner is not None else ""
         super().__init__(
-            f"Lock {label!r} is already held by the current task{held}; "
-            "it is not re-entrant"
+            f"Lock {label!r} is already held by the current task{held}; {reason}"
         )
+
+
+@final
+class MutexLoopError(MutexError, RuntimeError):
+    """Raised when a lock is used where it cannot be: another event loop, or no loop.
+
+    A free lock with no waiters moves to whatever event loop (or backend) uses it
+    next, so one module-level lock serves ``anyio.run()`` after ``anyio.run()``, on
+    asyncio and trio alike. A lock that is held, or has waiters, in one event loop
+    cannot be acquired or released from another one, nor from a thread with no
+    event loop (a worker thread): this error says so instead of failing deep inside
+    the backend or waiting forever. Nothing changes when it is raised.
+
+    :ivar label: the label of the lock
+    :ivar owner: the label of the current holder, or ``None``
+    :ivar reason: what was wrong, in words
+    """
+
+    _positional = ("label", "owner")
+    _fields = ("reason",)
+
+    def __init__(self, label: str, owner: str | None, *, reason: str) -> None:
+        self.label = label
+        self.owner = owner
+        self.reason = reason
+        super().__init__(f"Cannot use lock {label!r}: {reason}")
 
 
 @final
@@ -157,3 +190,68 @@ class LockOrderError(MutexError, RuntimeError):
 
 class LockOrderWarning(UserWarning):
     """The warning form of :class:`LockOrderError`, with ``mode="warn"``."""
+
+
+# Reasons shared by every lock, so the same misuse reads the same everywhere.
+NOT_LOCKED: Final = "it is not locked"
+NOT_HOLDER: Final = (
+    "the current task does not hold it; a lock belongs to the task that acquired "
+    "it and only that task can release it (to end a hold from another task, signal "
+    "the holder, for example with an anyio.Event or by cancelling its scope, and let "
+    "it release)"
+)
+ALREADY_RELEASED: Final = "this acquisition was already released"
+NO_EVENT_LOOP: Final = (
+    "no event loop is running in this thread (a worker thread?); acquire and "
+    "release it in a task of the event loop it is used in"
+)
+OTHER_LOOP: Final = (
+    "it is held or waited for in another event loop; a lock moves to a new event "
+    "loop or backend only while it is free and nobody waits for it"
+)
+
+
+@final
+@dataclass(frozen=True)
+class DeadlockStep:
+    """One waiting task of a deadlock cycle.
+
+    :ivar task: the name of the waiting task
+    :ivar waits_for: the label of the lock (or fetch) it waits for
+    :ivar held_by: the owner label of that lock's holder on the cycle
+    :ivar holder_task: the name of that holder's task
+    """
+
+    task: str
+    waits_for: str
+    held_by: str | None
+    holder_task: str | None
+
+    def __str__(self) -> str:
+        held = f"held by {self.held_by!r}" if self.held_by is not None else "held"
+        if self.holder_task is not None:
+            held += f" (task {self.holder_task!r})"
+        return f"task {self.task!r} waits for {self.waits_for!r}, {held}"
+
+
+@final
+class DeadlockError(MutexError, RuntimeError):
+    """Raised instead of waiting when the wait would close a cycle of waiting tasks.
+
+    Every task of the cycle waits for a lock held by the next one, and the last holds
+    what the first (the current task) already has: none can ever go on. The current
+    task is not parked and holds nothing new; the other tasks keep waiting, so once
+    the current task lets go of what it holds, they proceed.
+
+    :ivar cycle: the steps of the cycle, the current task first: a tuple of
+        :class:`DeadlockStep` with ``task``, ``waits_for``, ``held_by`` and
+        ``holder_task``
+    """
+
+    _positional = ("cycle",)
+
+    def __init__(self, cycle: tuple[DeadlockStep, ...]) -> None:
+        self.cycle = cycle
+        super().__init__(
+            "Deadlock: waiting would never end: " + "; ".join(map(str, cycle))
+        )

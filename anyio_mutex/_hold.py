@@ -1,15 +1,38 @@
-"""The async context manager behind the ``hold()``-style methods of several locks."""
+"""What every lock shares: the hold() context manager, the "own deadline fired"
+epilogue, and the identity of the running event loop."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import final
+from typing import Final, Protocol, final
+
+import anyio
+import anyio.lowlevel
+
+from ._errors import MutexTimeoutError
+
+
+class Backend(Protocol):
+    """The two questions the locks ask an anyio backend class."""
+
+    def current_token(self) -> object: ...  # pragma: no cover
+
+    def current_time(self) -> float: ...  # pragma: no cover
+
+
+def _entering() -> None:  # pragma: no cover - a marker, never called
+    raise AssertionError("released while entering")
 
 
 @final
-class ReleasingHold:
-    """Await ``acquire()`` on entry; call the release function it returned on exit."""
+class Hold:
+    """Await ``acquire()`` on entry; call the release function it returned on exit.
+
+    One object serves one ``async with`` at a time (it may be reused afterwards):
+    entering it again while it is entered, from any task, raises ``RuntimeError``
+    instead of mixing up the two holds.
+    """
 
     __slots__ = ("_acquire", "_release")
 
@@ -18,7 +41,17 @@ class ReleasingHold:
         self._release: Callable[[], None] | None = None
 
     async def __aenter__(self) -> None:
-        self._release = await self._acquire()
+        if self._release is not None:
+            raise RuntimeError(
+                "this hold() context manager is already entered; call hold() once "
+                "per 'async with'"
+            )
+        self._release = _entering  # claimed before the await: a second entry fails
+        try:
+            self._release = await self._acquire()
+        except BaseException:
+            self._release = None
+            raise
 
     async def __aexit__(
         self,
@@ -28,4 +61,71 @@ class ReleasingHold:
     ) -> None:
         release, self._release = self._release, None
         assert release is not None
+        assert release is not _entering
         release()
+
+
+async def deadline_fired(
+    start: float,
+    timeout_ms: float | None,
+    label: str,
+    owner: str | None,
+    *,
+    try_once: bool = False,
+) -> MutexTimeoutError:
+    """Return the error for an acquisition whose own ``timeout_ms`` ran out.
+
+    The caller holds nothing and has left every queue. An enclosing cancellation
+    wins (this is a cancel point). ``try_once`` (``timeout_ms=0``) makes it a full
+    checkpoint, so a retry loop cannot starve the event loop. The caller counts the
+    timeout and raises the error, only if this returns.
+    """
+    waited_ms = (anyio.current_time() - start) * 1000
+    if try_once:
+        await anyio.lowlevel.checkpoint()
+    else:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+    return MutexTimeoutError(waited_ms, timeout_ms=timeout_ms, label=label, owner=owner)
+
+
+_LOOP: Final[anyio.lowlevel.RunVar[object]] = anyio.lowlevel.RunVar(
+    "anyio_mutex.event_loop"
+)
+
+
+class _PortableBackend:
+    """For anyio < 4.11 (no ``current_token()``): the same answers, more slowly."""
+
+    @staticmethod
+    def current_token() -> object:
+        loop = _LOOP.get(None)
+        if loop is None:
+            loop = object()
+            _LOOP.set(loop)
+        return loop
+
+    @staticmethod
+    def current_time() -> float:
+        return anyio.current_time()
+
+
+try:
+    from anyio.lowlevel import current_token as _current_token
+except ImportError:  # pragma: no cover - anyio < 4.11
+    _current_token = None  # type: ignore[assignment]
+
+
+def running_loop() -> tuple[Backend, object]:
+    """Return the running backend and a token unique to its event loop.
+
+    The backend (:class:`anyio.abc.AsyncBackend`, public API) answers
+    ``current_token()`` for the loop it runs (raising ``RuntimeError`` under another
+    backend) and ``current_time()`` for its clock, both without the backend lookup
+    that ``anyio.current_time()`` does on every call.
+
+    :raises RuntimeError: if no event loop runs in this thread
+    """
+    if _current_token is None:  # pragma: no cover
+        return _PortableBackend, _PortableBackend.current_token()
+    token = _current_token()
+    return token.backend_class, token.native_token

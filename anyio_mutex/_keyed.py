@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar, final
 
-from ._hold import ReleasingHold
+from ._hold import Hold
 from ._mutex import AsyncMutex
-from ._validation import check_label, check_timeout_ms
+from ._validation import check_bool, check_label, check_timeout_ms
+from ._waitgraph import LockView, track
 
 K = TypeVar("K", bound=Hashable)
 
@@ -63,6 +65,7 @@ class KeyedMutex(Generic[K]):
     """
 
     __slots__ = (
+        "__weakref__",
         "_acquisitions",
         "_contended",
         "_entries",
@@ -80,10 +83,8 @@ class KeyedMutex(Generic[K]):
         fast_acquire: bool = False,
         lock_order: Literal["key", "instance"] = "key",
     ) -> None:
-        if not isinstance(label, str):
-            raise TypeError(f"label must be a str, got {label!r}")
-        if type(fast_acquire) is not bool:
-            raise TypeError(f"fast_acquire must be a bool, got {fast_acquire!r}")
+        check_label(label, optional=False)
+        check_bool(fast_acquire, "fast_acquire")
         if lock_order not in ("key", "instance"):
             raise ValueError(
                 f"lock_order must be 'key' or 'instance', got {lock_order!r}"
@@ -95,14 +96,22 @@ class KeyedMutex(Generic[K]):
         self._held = 0
         # Counters of entries already dropped; live entries keep their own.
         self._acquisitions = self._contended = self._timeouts = 0
+        track(self)
+
+    def _wg_locks(self) -> Iterator[LockView]:
+        # Each key's lock is an AsyncMutex that waiters name in the wait-for graph.
+        for entry in list(self._entries.values()):
+            mutex = entry.mutex
+            yield LockView("KeyedMutex", mutex.label, mutex, None, mutex._holders())
 
     def _entry(self, key: K) -> _Entry:
         entry = self._entries.get(key)
         if entry is None:
             mutex = AsyncMutex(
-                f"{self._label}[{key!r}]", fast_acquire=self._fast_acquire
+                f"{self._label}[{key!r}]",
+                fast_acquire=self._fast_acquire,
+                _order_node=(self, key) if self._lock_order == "key" else self,
             )
-            mutex._order_node = (self, key) if self._lock_order == "key" else self
             entry = self._entries[key] = _Entry(mutex)
         return entry
 
@@ -153,8 +162,10 @@ class KeyedMutex(Generic[K]):
 
     def hold(
         self, key: K, *, timeout_ms: float | None = None, label: str | None = None
-    ) -> ReleasingHold:
+    ) -> AbstractAsyncContextManager[None]:
         """Return an async context manager holding the lock of ``key`` for its body.
+
+        Each ``async with`` needs its own ``hold()`` call.
 
         :raises TypeError: if an argument has a bad type (raised here, at once)
         :raises ValueError: if ``timeout_ms`` is negative or NaN (raised here, at once)
@@ -162,7 +173,7 @@ class KeyedMutex(Generic[K]):
         check_timeout_ms(timeout_ms)
         check_label(label)
         hash(key)
-        return ReleasingHold(
+        return Hold(
             functools.partial(self.acquire, key, timeout_ms=timeout_ms, label=label)
         )
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Final, final
 
@@ -12,9 +13,19 @@ import anyio
 import anyio.lowlevel
 
 from ._diagnostics import state as _diagnostics
-from ._errors import MutexReentryError, MutexReleaseError, MutexTimeoutError
-from ._hold import ReleasingHold
+from ._errors import (
+    ALREADY_RELEASED,
+    NO_EVENT_LOOP,
+    NOT_HOLDER,
+    OTHER_LOOP,
+    MutexLoopError,
+    MutexReentryError,
+    MutexReleaseError,
+)
+from ._hold import Backend, Hold, deadline_fired, running_loop
 from ._validation import check_label, check_timeout_ms
+from ._waitgraph import Holder, LockView, enter_wait, held_since, leave_wait, track
+from ._waitgraph import registry as _waitgraph
 
 _READ: Final = "read"
 _WRITE: Final = "write"
@@ -76,8 +87,11 @@ class RWLock:
     """
 
     __slots__ = (
+        "__weakref__",
+        "_backend",
         "_gen",
         "_label",
+        "_loop",
         "_queue",
         "_read_acquisitions",
         "_readers",
@@ -89,8 +103,7 @@ class RWLock:
     )
 
     def __init__(self, label: str = "rwlock") -> None:
-        if not isinstance(label, str):
-            raise TypeError(f"label must be a str, got {label!r}")
+        check_label(label, optional=False)
         self._label = label
         self._readers: dict[int, tuple[str, int]] = {}  # task id -> (label, generation)
         self._writer: int | None = None  # task id
@@ -98,7 +111,11 @@ class RWLock:
         self._writer_gen = 0
         self._queue: deque[_Waiter] = deque()
         self._gen = 0  # numbers acquisitions, so a stale releaser is told apart
+        # The event loop the holders were granted in, and its backend.
+        self._loop: object = None
+        self._backend: Backend | None = None
         self._read_acquisitions = self._write_acquisitions = self._timeouts = 0
+        track(self)
 
     def _owner(self) -> str | None:
         if self._writer is not None:
@@ -108,6 +125,38 @@ class RWLock:
             more = f" (+{len(labels) - 3} more)" if len(labels) > 3 else ""
             return ", ".join(labels[:3]) + more
         return None
+
+    def _wg_holders(self, waiter: _Waiter | None) -> Sequence[Holder]:
+        # What ``waiter`` waits for: a writer waits for the writer and every reader; a
+        # reader for the writer and any writer queued ahead of it (FIFO: readers
+        # behind a queued writer are not admitted before it). A waiter already
+        # granted (not resumed yet) holds the lock: it waits for nobody.
+        if waiter is not None and waiter.granted:
+            return (Holder(waiter.task_id, None, waiter.label),)
+        holders: list[Holder] = []
+        if self._writer is not None:
+            writer = self._writer
+            since = held_since(writer, self)
+            holders.append(Holder(writer, None, self._writer_label, since))
+        if waiter is None or waiter.kind is _WRITE:
+            readers = list(self._readers.items())
+            holders += [
+                Holder(tid, None, label, held_since(tid, self))
+                for tid, (label, _) in readers
+            ]
+        else:
+            for other in self._queue:
+                if other is waiter:
+                    break
+                if other.kind is _WRITE:
+                    holders.append(Holder(other.task_id, None, other.label))
+        return holders
+
+    def _wg_label(self, key: object) -> str:
+        return self._label
+
+    def _wg_locks(self) -> Iterator[LockView]:
+        yield LockView("RWLock", self._label, self, None, self._wg_holders(None))
 
     def _grant(self) -> None:
         # Admit from the head of the queue whatever can run now: one writer if the lock
@@ -144,6 +193,59 @@ class RWLock:
             self._queue.remove(waiter)
         self._grant()
 
+    def _reentry(self, kind: str, task_id: int) -> MutexReentryError:
+        if task_id == self._writer:
+            reason = (
+                "it holds the write lock; downgrading to read is not supported"
+                if kind is _READ
+                else "it is not re-entrant"
+            )
+        elif kind is _WRITE:
+            reason = "it holds the read lock; upgrading to write is not supported"
+        else:
+            reason = "it is not re-entrant"
+        return MutexReentryError(self._label, self._owner(), reason=reason)
+
+    def _current_task_id(self) -> int:
+        try:
+            return anyio.get_current_task().id
+        except RuntimeError:  # no event loop in this thread
+            raise MutexLoopError(
+                self._label, self._owner(), reason=NO_EVENT_LOOP
+            ) from None
+
+    def _here(self) -> object:
+        # The running event loop's token: one cheap call to the backend last seen
+        # (it raises under another backend, and then the backend is looked up).
+        backend = self._backend
+        if backend is not None:
+            try:
+                return backend.current_token()
+            except RuntimeError:
+                pass
+        self._backend, loop = running_loop()
+        return loop
+
+    def _check_loop(self) -> None:
+        # Before queueing (or trying once): the holders were granted in self._loop,
+        # recorded whenever the lock goes from free to held. In another event loop
+        # nobody would ever wake us.
+        here = self._here()
+        if here is not self._loop:
+            if self._readers or self._writer is not None:
+                raise MutexLoopError(self._label, self._owner(), reason=OTHER_LOOP)
+            self._loop = here
+
+    def _give_back(self, kind: str, task_id: int) -> None:
+        # A grant on the free path was cancelled before the caller resumed.
+        if kind is _READ:
+            del self._readers[task_id]
+            self._read_acquisitions -= 1
+        else:
+            self._writer = self._writer_label = None
+            self._write_acquisitions -= 1
+        self._grant()
+
     async def _acquire(
         self, kind: str, timeout_ms: float | None, label: str | None
     ) -> Callable[[], None]:
@@ -151,17 +253,19 @@ class RWLock:
         if label is not None:
             check_label(label)
         label = self._label if label is None else label
-        task_id = anyio.get_current_task().id
+        task = anyio.get_current_task()
+        task_id = task.id
         if task_id in self._readers or task_id == self._writer:
-            raise MutexReentryError(self._label, self._owner())
+            raise self._reentry(kind, task_id)
         checker = _diagnostics.checker
         if checker is not None:
             checker.before_acquire(self, self._label)
         free = not self._queue and self._writer is None
         if free and (kind is _READ or not self._readers):
             await anyio.lowlevel.checkpoint_if_cancelled()
+            if not self._readers:  # free to held: note the event loop it is held in
+                self._loop = self._here()
             self._gen += 1
-            # Granted now, irrevocably (the checkpoint below is shielded): count it now.
             if kind is _READ:
                 self._readers[task_id] = (label, self._gen)
                 self._read_acquisitions += 1
@@ -169,21 +273,27 @@ class RWLock:
                 self._writer, self._writer_label = task_id, label
                 self._writer_gen = self._gen
                 self._write_acquisitions += 1
-            await anyio.lowlevel.cancel_shielded_checkpoint()
-        elif timeout_s == 0:
-            # "Try once": never queue; still a checkpoint, so a retry loop yields.
-            start = anyio.current_time()
-            owner = self._owner()
-            await anyio.lowlevel.checkpoint()
-            self._timeouts += 1
-            raise MutexTimeoutError(
-                (anyio.current_time() - start) * 1000,
-                timeout_ms=timeout_ms,
-                label=self._label,
-                owner=owner,
-            )
+            try:
+                # Shielded from anyio cancel scopes, but not from asyncio's own
+                # Task.cancel() or asyncio.timeout(): give the grant back then.
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+            except BaseException:
+                self._give_back(kind, task_id)
+                raise
         else:
-            await self._wait(kind, task_id, label, timeout_s, timeout_ms)
+            self._check_loop()
+            if timeout_s == 0:
+                # "Try once": never queue; still a checkpoint, so a retry loop yields.
+                error = await deadline_fired(
+                    anyio.current_time(),
+                    timeout_ms,
+                    self._label,
+                    self._owner(),
+                    try_once=True,
+                )
+                self._timeouts += 1
+                raise error
+            await self._wait(kind, task, label, timeout_s, timeout_ms)
             if kind is _READ:
                 self._read_acquisitions += 1
             else:
@@ -196,12 +306,15 @@ class RWLock:
     async def _wait(
         self,
         kind: str,
-        task_id: int,
+        task: anyio.TaskInfo,
         label: str,
         timeout_s: float | None,
         timeout_ms: float | None,
     ) -> None:
-        waiter = _Waiter(kind, task_id, label)
+        waiter = _Waiter(kind, task.id, label)
+        wait = None
+        if _waitgraph.detect:  # raises DeadlockError before anything is queued
+            wait = enter_wait(self, waiter, task, label, bounded=timeout_s is not None)
         self._queue.append(waiter)
         start = anyio.current_time()
         try:
@@ -213,34 +326,29 @@ class RWLock:
         except BaseException:
             self._abandon(waiter)
             raise
+        finally:
+            if wait is not None:
+                leave_wait(wait)
         if waiter.granted:
             return
         # Our own deadline fired before the lock was granted.
         self._abandon(waiter)
-        waited = anyio.current_time() - start
-        owner = self._owner()
-        await anyio.lowlevel.checkpoint_if_cancelled()  # an enclosing cancel wins
+        error = await deadline_fired(start, timeout_ms, self._label, self._owner())
         self._timeouts += 1
-        raise MutexTimeoutError(
-            waited * 1000, timeout_ms=timeout_ms, label=self._label, owner=owner
-        )
+        raise error
 
     def _releaser(self, kind: str, task_id: int, gen: int) -> Callable[[], None]:
         def release() -> None:
             owner: str | None
-            if anyio.get_current_task().id != task_id:
-                raise MutexReleaseError(
-                    self._label,
-                    self._owner(),
-                    reason="the current task does not hold it",
-                )
+            if self._current_task_id() != task_id:
+                raise MutexReleaseError(self._label, self._owner(), reason=NOT_HOLDER)
             if kind is _READ:
                 held = self._readers.get(task_id)
                 if held is None or held[1] != gen:
                     raise MutexReleaseError(
                         self._label,
                         self._owner(),
-                        reason="this acquisition was already released",
+                        reason=ALREADY_RELEASED,
                     )
                 del self._readers[task_id]
                 owner = held[0]
@@ -249,7 +357,7 @@ class RWLock:
                     raise MutexReleaseError(
                         self._label,
                         self._owner(),
-                        reason="this acquisition was already released",
+                        reason=ALREADY_RELEASED,
                     )
                 owner = self._writer_label
                 self._writer = self._writer_label = None
@@ -289,29 +397,31 @@ class RWLock:
 
     def read(
         self, *, timeout_ms: float | None = None, label: str | None = None
-    ) -> ReleasingHold:
+    ) -> AbstractAsyncContextManager[None]:
         """Return an async context manager holding the read lock for its body.
+
+        Each ``async with`` needs its own ``read()`` call.
 
         :raises TypeError: if an argument has a bad type (raised here, at once)
         :raises ValueError: if ``timeout_ms`` is negative or NaN (raised here, at once)
         """
         check_timeout_ms(timeout_ms)
         check_label(label)
-        return ReleasingHold(functools.partial(self._acquire, _READ, timeout_ms, label))
+        return Hold(functools.partial(self._acquire, _READ, timeout_ms, label))
 
     def write(
         self, *, timeout_ms: float | None = None, label: str | None = None
-    ) -> ReleasingHold:
+    ) -> AbstractAsyncContextManager[None]:
         """Return an async context manager holding the write lock for its body.
+
+        Each ``async with`` needs its own ``write()`` call.
 
         :raises TypeError: if an argument has a bad type (raised here, at once)
         :raises ValueError: if ``timeout_ms`` is negative or NaN (raised here, at once)
         """
         check_timeout_ms(timeout_ms)
         check_label(label)
-        return ReleasingHold(
-            functools.partial(self._acquire, _WRITE, timeout_ms, label)
-        )
+        return Hold(functools.partial(self._acquire, _WRITE, timeout_ms, label))
 
     def locked(self) -> bool:
         """Whether the lock is held, for reading or for writing."""

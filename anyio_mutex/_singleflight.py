@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from types import CoroutineType, TracebackType
-from typing import Any, Generic, NoReturn, TypeVar, final
+from typing import Any, Generic, NoReturn, TypeVar, cast, final
 
 import anyio
 import anyio.lowlevel
 
 from ._errors import MutexTimeoutError
 from ._validation import check_callable, check_label, check_timeout_ms
+from ._waitgraph import Holder, LockView, enter_wait, leave_wait, track
+from ._waitgraph import registry as _waitgraph
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -25,10 +27,29 @@ _PENDING, _OK, _FAILED, _ABANDONED = range(4)
 class _Call:
     """One execution of a flight; every field is written only by its leader."""
 
-    __slots__ = ("context", "done", "error", "label", "state", "traceback", "value")
+    __slots__ = (
+        "context",
+        "done",
+        "error",
+        "label",
+        "leader",
+        "state",
+        "timer",
+        "timer_deadline",
+        "traceback",
+        "value",
+        "waits_for",
+    )
 
     def __init__(self, label: str | None) -> None:
         self.done = anyio.Event()  # set when the leader leaves, whatever the outcome
+        # The shared timer (see SingleFlight._wait): while ``timer`` is not None, one
+        # waiter (the holder) waits on it under a real deadline, ``timer_deadline``,
+        # and timed waiters whose deadlines are not earlier wait on it with none.
+        # The leader sets it with ``done``; a holder that leaves early sets it and
+        # clears the field. Written by waiters; read by the leader.
+        self.timer: anyio.Event | None = None
+        self.timer_deadline = math.inf
         self.state = _PENDING
         self.value: Any = None
         self.error: BaseException | None = None
@@ -37,6 +58,21 @@ class _Call:
         self.traceback: TracebackType | None = None
         self.context: BaseException | None = None
         self.label = label  # the leader's owner label, for timeout errors
+        # The leader's task, recorded only while deadlock detection is on; and what
+        # waiters wait for, named by the first waiter (neither is on the leader's
+        # path when nobody waits).
+        self.leader: anyio.TaskInfo | None = None
+        self.waits_for: str | None = None
+
+    def _wg_holders(self, key: object) -> Sequence[Holder]:
+        # A finished call is held by nobody: its waiters are about to resume.
+        leader = self.leader
+        if leader is None or self.done.is_set():
+            return ()
+        return (Holder(leader.id, leader.name, self.label),)
+
+    def _wg_label(self, key: object) -> str:
+        return self.waits_for or "a single-flight call"
 
 
 def reraise_shared(
@@ -130,6 +166,12 @@ class SingleFlight(Generic[K, T]):
         self._shared = 0
         self._takeovers = 0
         self._timeouts = 0
+        track(self)
+
+    def _wg_locks(self) -> Iterator[LockView]:
+        for key, call in list(self._calls.items()):
+            label = call.waits_for or f"{self._label}: the call for key {key!r}"
+            yield LockView("flight", label, call, None, call._wg_holders(None))
 
     async def do(
         self,
@@ -178,13 +220,31 @@ class SingleFlight(Generic[K, T]):
             call = self._calls.get(key)
             if call is None:
                 return await self._lead(key, fn, args, label, takeover)
-            if timeout_ms is None or timeout_ms == math.inf:
-                await call.done.wait()
-            else:
-                if start is None or deadline is None:  # a takeover keeps the first
-                    start = anyio.current_time()
-                    deadline = start + timeout_ms / 1000
-                await self._wait(key, call, start, deadline, timeout_ms, what)
+            unbounded = timeout_ms is None or timeout_ms == math.inf
+            wait = None
+            if _waitgraph.detect:
+                if call.waits_for is None:
+                    call.waits_for = f"{self._label}: the {what} key {key!r}"
+                # Raises DeadlockError if the leader waits, directly or through
+                # others, for this task: a fetch awaiting its own key, say.
+                wait = enter_wait(
+                    call,
+                    None,
+                    anyio.get_current_task(),
+                    label,
+                    bounded=not unbounded,
+                )
+            try:
+                if unbounded:
+                    await call.done.wait()
+                else:
+                    if start is None or deadline is None:  # a takeover keeps the first
+                        start = anyio.current_time()
+                        deadline = start + cast(float, timeout_ms) / 1000
+                    await self._wait(key, call, start, deadline, timeout_ms, what)
+            finally:
+                if wait is not None:
+                    leave_wait(wait)
             if call.state == _OK:
                 self._shared += 1
                 return call.value  # type: ignore[no-any-return]
@@ -208,6 +268,8 @@ class SingleFlight(Generic[K, T]):
         pending = fn(*args)
         check_awaitable(pending, fn, "fn")
         call = self._calls[key] = _Call(label)
+        if _waitgraph.detect:  # a fetch's waiters need to know whose it is
+            call.leader = anyio.get_current_task()
         self._executions += 1
         if takeover:
             self._takeovers += 1
@@ -225,6 +287,8 @@ class SingleFlight(Generic[K, T]):
             if self._calls.get(key) is call:  # forget() may have dropped it already
                 del self._calls[key]
             call.done.set()
+            if call.timer is not None:  # wake the waiters sharing a timer
+                call.timer.set()
         call.state, call.value = _OK, value
         return value
 
@@ -237,21 +301,70 @@ class SingleFlight(Generic[K, T]):
         timeout_ms: float | None,
         what: str,
     ) -> None:
-        with anyio.CancelScope(deadline=deadline) as scope:
-            await call.done.wait()
-        if scope.cancelled_caught and not call.done.is_set():
-            waited = anyio.current_time() - start
-            # If an enclosing scope was cancelled too, its cancellation wins.
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            self._timeouts += 1
-            owner = call.label if call.label is not None else f"{self._label}:{key}"
-            raise MutexTimeoutError(
-                waited * 1000,
-                timeout_ms=timeout_ms,
-                label=self._label,
-                owner=owner,
-                waiting_for=f"the {what} key {key!r}",
-            )
+        """Wait for ``call`` to end, or raise :class:`MutexTimeoutError` at ``deadline``.
+
+        A cancel scope with a deadline costs several microseconds per waiter, so the
+        timed waiters of one call share one timer. The first becomes the holder: it
+        waits on ``call.timer`` in a scope with its own deadline. A later waiter whose
+        deadline is not earlier waits on the same event with no scope of its own: it
+        cannot expire before the holder does. When the holder leaves before the call
+        ends (it timed out, or was cancelled, by anyio or natively), it sets the event
+        and clears the field: every sharer wakes, times out if its own deadline has
+        passed, and otherwise waits again (as the new holder, a sharer of the new
+        holder, or on its own). A waiter whose deadline comes before the holder's, or
+        that was already woken early once, waits in its own scope: each waiter is
+        woken early at most twice, so a call that outlives many deadlines costs what
+        one scope per waiter costs, never more.
+        """
+        early_wakes = 0
+        while True:
+            timer = call.timer
+            if timer is None and early_wakes < 2:
+                # Become the holder: the one real deadline of this call's waiters.
+                timer = call.timer = anyio.Event()
+                call.timer_deadline = deadline
+                try:
+                    with anyio.CancelScope(deadline=deadline) as scope:
+                        await timer.wait()
+                finally:
+                    # Leaving before the call ends (timed out, or cancelled either
+                    # way): wake the sharers, whose deadlines this scope was minding.
+                    if call.timer is timer and not call.done.is_set():
+                        call.timer = None
+                        timer.set()
+                if call.done.is_set() or not scope.cancelled_caught:
+                    return  # the call ended (if the deadline fired too, it lost)
+            elif (
+                timer is not None
+                and early_wakes < 2
+                and deadline >= call.timer_deadline
+            ):
+                # Share the holder's timer: it expires no later than this deadline.
+                await timer.wait()
+                if call.done.is_set():
+                    return
+                early_wakes += 1  # the holder left early: expired, or wait again
+                if anyio.current_time() < deadline:
+                    continue
+            else:
+                # An earlier deadline than the holder's: this waiter's own timer.
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    await call.done.wait()
+                if call.done.is_set() or not scope.cancelled_caught:
+                    return
+            break
+        waited = anyio.current_time() - start
+        # If an enclosing scope was cancelled too, its cancellation wins.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        self._timeouts += 1
+        owner = call.label if call.label is not None else f"{self._label}:{key}"
+        raise MutexTimeoutError(
+            waited * 1000,
+            timeout_ms=timeout_ms,
+            label=self._label,
+            owner=owner,
+            waiting_for=f"the {what} key {key!r}",
+        )
 
     def forget(self, key: K) -> None:
         """Let the next call of ``key`` run ``fn`` anew instead of joining the running one.

@@ -31,8 +31,10 @@ class Row:
         return statistics.median(self.samples)
 
 
-def parse_args(description: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
+def parse_args(description: str, all_peers: bool = False) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=7, help="repeats per case")
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes: check that the script runs"
@@ -43,6 +45,12 @@ def parse_args(description: str) -> argparse.Namespace:
         choices=["asyncio", "trio", "uvloop"],
         help="backends to run (default: all that are installed)",
     )
+    if all_peers:
+        parser.add_argument(
+            "--all-peers",
+            action="store_true",
+            help="also run the slow peers (seconds per burst) in the cold bursts",
+        )
     return parser.parse_args()
 
 

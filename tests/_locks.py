@@ -26,6 +26,10 @@ class LockKind:
     acquisitions: Callable[[Any], int]
     # The label errors and default owners show for a lock built with make(label).
     error_label: Callable[[str], str] = lambda label: label
+    # How many may hold it at once, and whether a hold belongs to the acquiring task
+    # (a semaphore's permit does not: any task may release it, and asking again waits).
+    limit: int = 1
+    task_owned: bool = True
 
     def __str__(self) -> str:
         return self.name
@@ -84,6 +88,24 @@ RW_WRITE = LockKind(
     acquisitions=lambda rw: rw.statistics().write_acquisitions,
 )
 
+
+def _semaphore_kind(name: str, limit: int, **make_kw: Any) -> LockKind:
+    return LockKind(
+        name=name,
+        make=lambda label="semaphore": anyio_mutex.Semaphore(
+            limit, label=label, **make_kw
+        ),
+        acquire=lambda s, **kw: s.acquire(**kw),
+        hold=lambda s, **kw: s.hold(**kw),
+        locked=lambda s: bool(s.holders()),
+        owner=lambda s: next(iter(s.holders()), None),  # the oldest permit
+        waiting=lambda s: s.statistics().tasks_waiting,
+        acquisitions=lambda s: s.statistics().total_acquisitions,
+        limit=limit,
+        task_owned=False,
+    )
+
+
 KINDS: list[LockKind] = [
     _mutex_kind("Mutex", anyio_mutex.Mutex, _mutex_acquire),
     _mutex_kind("Mutex-fast", anyio_mutex.Mutex, _mutex_acquire, fast_acquire=True),
@@ -96,4 +118,35 @@ KINDS: list[LockKind] = [
     ),
     KEYED,
     RW_WRITE,
+    # A one-permit semaphore is an exclusive lock, except that permits are not owned.
+    _semaphore_kind("Semaphore", 1),
+    _semaphore_kind("Semaphore-fast", 1, fast_acquire=True),
 ]
+
+#: Kinds that admit more than one holder, for tests that only check "at most limit".
+SHARED_KINDS: list[LockKind] = [_semaphore_kind("Semaphore-3", 3)]
+
+
+async def _rw_read_acquire(rw: anyio_mutex.RWLock, **kw: Any) -> Release:
+    return await rw.acquire_read(**kw)
+
+
+#: The read side of RWLock: shared, so not in KINDS (the exclusive contract).
+RW_READ = LockKind(
+    name="RWLock-read",
+    make=lambda label="rwlock": anyio_mutex.RWLock(label),
+    acquire=_rw_read_acquire,
+    hold=lambda rw, **kw: rw.read(**kw),
+    locked=lambda rw: rw.locked(),
+    owner=lambda rw: ", ".join(rw.readers) or None,
+    waiting=lambda rw: (s := rw.statistics()).readers_waiting + s.writers_waiting,
+    acquisitions=lambda rw: rw.statistics().read_acquisitions,
+)
+
+#: Every way to hold every lock this package has.
+ALL_HOLDS: list[LockKind] = [*KINDS, RW_READ]
+BY_NAME: dict[str, LockKind] = {kind.name: kind for kind in ALL_HOLDS}
+#: The locks whose holds belong to a task (all but the semaphores: any task may
+#: release a permit, tests/test_semaphore.py has their own rules).
+TASK_OWNED: list[LockKind] = [kind for kind in ALL_HOLDS if kind.task_owned]
+TASK_OWNED_KINDS: list[LockKind] = [kind for kind in KINDS if kind.task_owned]

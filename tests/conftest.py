@@ -23,6 +23,13 @@ if importlib.util.find_spec("uvloop") is not None:
     )
 
 
+ASYNCIO_BACKENDS: list[Any] = [p for p in BACKENDS if p.values[0][0] == "asyncio"]
+
+#: For tests of asyncio's own cancellation (``Task.cancel()``, ``asyncio.timeout``),
+#: which trio does not have: generated for the asyncio backends only, never skipped.
+asyncio_only = pytest.mark.parametrize("anyio_backend", ASYNCIO_BACKENDS)
+
+
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:

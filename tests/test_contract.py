@@ -16,7 +16,7 @@ from anyio.lowlevel import checkpoint
 
 from anyio_mutex import MutexReentryError, MutexReleaseError, MutexTimeoutError
 
-from ._locks import KINDS, LockKind
+from ._locks import KINDS, TASK_OWNED_KINDS, LockKind
 
 pytestmark = pytest.mark.anyio
 
@@ -255,6 +255,7 @@ async def test_enclosing_move_on_after_is_not_turned_into_an_error(
     assert_idle(kind, lock)
 
 
+@pytest.mark.parametrize("kind", TASK_OWNED_KINDS, ids=str)
 async def test_release_by_another_task_raises_and_changes_nothing(
     kind: LockKind,
 ) -> None:
@@ -274,7 +275,10 @@ async def test_release_by_another_task_raises_and_changes_nothing(
     assert isinstance(caught[0], RuntimeError)
     assert str(caught[0]) == (
         f"Cannot release lock {kind.error_label('jobs')!r}: "
-        "the current task does not hold it"
+        "the current task does not hold it; a lock belongs to the task that "
+        "acquired it and only that task can release it (to end a hold from another "
+        "task, signal the holder, for example with an anyio.Event or by cancelling "
+        "its scope, and let it release)"
     )
     assert kind.locked(lock)
     assert kind.owner(lock) == "holder"
@@ -282,6 +286,7 @@ async def test_release_by_another_task_raises_and_changes_nothing(
     assert_idle(kind, lock)
 
 
+@pytest.mark.parametrize("kind", TASK_OWNED_KINDS, ids=str)
 async def test_reacquire_by_the_holder_raises_at_once(kind: LockKind) -> None:
     lock = kind.make("jobs")
     release = await kind.acquire(lock, label="holder")

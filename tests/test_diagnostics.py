@@ -235,3 +235,76 @@ def test_bad_environment_value_names_the_variable() -> None:
         "ANYIO_MUTEX_LOCK_ORDER must be 'raise', 'warn' or 'off', got 'loud'"
         in out.stderr
     )
+
+
+@pytest.mark.parametrize(
+    "how", ["acquire", "async with", "hold", "keyed hold", "rwlock write"]
+)
+async def test_lock_order_warning_points_at_the_users_line(how: str) -> None:
+    # Regression: a fixed stacklevel pointed into the package for anything but a
+    # direct acquire() call.
+    enable_lock_order_checks("warn")
+    a, b = AsyncMutex("a"), AsyncMutex("b")
+    keyed: KeyedMutex[str] = KeyedMutex("k", lock_order="instance")
+    rw = RWLock("rw")
+    targets: dict[str, Any] = {
+        "acquire": a,
+        "async with": a,
+        "hold": a,
+        "keyed hold": keyed,
+        "rwlock write": rw,
+    }
+    target = targets[how]
+
+    async def first_order() -> None:  # target, then b
+        if how == "keyed hold":
+            async with keyed.hold("x"), b:
+                pass
+        elif how == "rwlock write":
+            async with rw.write(), b:
+                pass
+        else:
+            async with a, b:
+                pass
+
+    async def inverted() -> int:  # b, then target: the warning's line is returned
+        async with b:
+            if how == "acquire":
+                line = sys._getframe().f_lineno + 1
+                release = await a.acquire()
+                release()
+            elif how == "async with":
+                line = sys._getframe().f_lineno + 1
+                async with a:
+                    pass
+            elif how == "hold":
+                line = sys._getframe().f_lineno + 1
+                async with a.hold():
+                    pass
+            elif how == "keyed hold":
+                line = sys._getframe().f_lineno + 1
+                async with keyed.hold("y"):
+                    pass
+            else:
+                line = sys._getframe().f_lineno + 1
+                async with rw.write():
+                    pass
+        return line
+
+    await in_task(first_order)
+    with pytest.warns(LockOrderWarning) as record:
+        line = await inverted()
+    assert target is not None
+    assert len(record) == 1
+    assert record[0].filename == __file__
+    assert record[0].lineno == line
+
+
+def test_long_hold_ms_messages_name_milliseconds() -> None:
+    # Regression: the message said "a number of seconds" for a millisecond setting.
+    with pytest.raises(
+        TypeError, match="long_hold_ms must be a number of milliseconds"
+    ):
+        enable_lock_order_checks(long_hold_ms="5")  # type: ignore[arg-type]
+    enable_lock_order_checks(long_hold_ms=10**400)  # an int beyond any float: never
+    enable_lock_order_checks(long_hold_ms=-0.0)

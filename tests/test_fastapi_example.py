@@ -254,7 +254,7 @@ def test_real_uvicorn_process(tmp_path: pathlib.Path) -> None:
 
         # Start the job (20 products x 0.5 s = 10 s) without waiting for its answer.
         with socket.create_connection(
-            (client.base_url.host, client.base_url.port)
+            (client.base_url.host, client.base_url.port or 80)
         ) as job:
             job.sendall(
                 b"POST /jobs/reindex HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"

@@ -98,7 +98,8 @@ async def test_bad_arguments_change_nothing() -> None:
         KeyedMutex(lock_order="bogus")  # type: ignore[arg-type]
 
 
-async def test_100000_keys_with_random_cancellations_leave_no_entries() -> None:
+@pytest.mark.heavy
+async def test_20000_keys_with_random_cancellations_leave_no_entries() -> None:
     seed = 11
     print(f"seed={seed}")
     rng = random.Random(seed)
@@ -107,8 +108,8 @@ async def test_100000_keys_with_random_cancellations_leave_no_entries() -> None:
 
     async def worker(first: int) -> None:
         nonlocal acquired
-        for i in range(first, first + 100):
-            key = i % 50_000  # two tasks' worth of traffic per key: some contention
+        for i in range(first, first + 20):
+            key = i % 10_000  # two tasks' worth of traffic per key: some contention
             with anyio.CancelScope() as scope:
                 if rng.random() < 0.2:
                     scope.cancel()  # cancelled before, while or after queueing
@@ -121,13 +122,15 @@ async def test_100000_keys_with_random_cancellations_leave_no_entries() -> None:
 
     with anyio.fail_after(120):
         async with anyio.create_task_group() as tg:
-            for first in range(0, 100_000, 100):
+            # 20,000 acquisitions over 10,000 keys (it was 100,000 over 50,000:
+            # the same property, at a fifth of the ~60 s it cost the suite).
+            for first in range(0, 20_000, 20):
                 tg.start_soon(worker, first)
     stats = keyed.statistics()
     assert len(keyed) == 0
     assert (stats.keys, stats.keys_held, stats.tasks_waiting) == (0, 0, 0)
     assert stats.total_acquisitions == acquired
-    assert 0 < acquired < 100_000
+    assert 0 < acquired < 20_000
 
 
 async def test_randomized_stress_over_keys_keeps_exclusion() -> None:

@@ -19,6 +19,7 @@ from anyio_mutex import (
     LockOrderError,
     Mutex,
     MutexError,
+    MutexLoopError,
     MutexReentryError,
     MutexReleaseError,
     MutexStatistics,
@@ -151,7 +152,9 @@ async def test_timeout_at_the_handoff_leaves_no_trace(
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(contender)
-            await wait_all_tasks_blocked()
+            await wait_all_tasks_blocked()  # the contender is queued
+            # Not synchronisation: the release is meant to race the 100 ms deadline
+            # (exactly, on trio's virtual clock; either outcome is accepted).
             await anyio.sleep(0.1)
             m.release()
     assert len(results) == 1
@@ -203,7 +206,9 @@ async def test_longest_wait_and_contended_count(
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(contender)
-            await wait_all_tasks_blocked()
+            await wait_all_tasks_blocked()  # the contender is queued
+            # Not synchronisation: a wait of known length to measure (only a lower
+            # bound is asserted on real clocks).
             await anyio.sleep(0.03)
             m.release()
     stats = m.statistics()
@@ -409,6 +414,8 @@ def test_errors_pickle_and_keep_fields() -> None:
         ),
         MutexReleaseError("l", "o", reason="it is not locked"),
         MutexReentryError("l", "o"),
+        MutexReentryError("l", "o", reason="it holds the read lock; upgrading"),
+        MutexLoopError("l", "o", reason="no event loop"),
         LockOrderError(wanted="a", holding="b", first_seen="x.py:1", here="y.py:2"),
     ],
     ids=lambda err: type(err).__name__,

@@ -192,10 +192,10 @@ async def test_bad_arguments_are_named(server: RedisServer) -> None:
             ({"prefix": 1}, TypeError, "prefix must be a str"),
         ]:
             with pytest.raises(error, match=text):
-                RedisRefreshCache(a, **kwargs)
+                RedisRefreshCache(a, **kwargs)  # type: ignore[arg-type]
         cache: RedisRefreshCache[int] = RedisRefreshCache(
             a,
-            key_to_str=lambda key: key,  # type: ignore[arg-type,return-value]
+            key_to_str=lambda key: key,
         )
 
         async def fetch() -> int:

@@ -21,6 +21,7 @@ from anyio_mutex.redis import (
 )
 
 from ._redis_server import RedisServer, connect, server_fixture, unique
+from .conftest import asyncio_only
 
 pytestmark = pytest.mark.anyio
 
@@ -103,11 +104,10 @@ async def test_cancelled_body_leaves_as_a_plain_cancellation(
         assert not await mutex.locked()
 
 
+@asyncio_only
 async def test_native_task_cancel_of_the_body_frees_the_key(
     server: RedisServer, anyio_backend: Any
 ) -> None:
-    if anyio_backend[0] != "asyncio":
-        pytest.skip("Task.cancel() is asyncio's own; trio has only cancel scopes")
     import asyncio
 
     async with connect(server) as client:

@@ -84,6 +84,7 @@ async def stampede(
     return fetch, values
 
 
+@pytest.mark.heavy
 async def test_cold_key_stampede_of_10000_fetches_once() -> None:
     cache: RefreshCache[str, str] = RefreshCache(clock=ManualClock())
     fetch, values = await stampede(cache, "hot", 10_000)
@@ -333,6 +334,7 @@ async def test_waiter_timeout_is_its_own_and_reports_the_real_wait() -> None:
     assert [o for o in outcomes if o == "v1"] == ["v1", "v1"]
 
 
+@pytest.mark.heavy
 async def test_memory_stays_bounded_after_20000_keys_with_cancellations() -> None:
     # 20,000 keys through a 1,000-entry cache show the bound as well as 100,000 did,
     # in a third of the time (100,000 took 5-10 s per backend on a loaded 2-core box).
@@ -550,6 +552,27 @@ async def test_bad_call_arguments_change_nothing() -> None:
             await cache.get_or_refresh(key, Fetcher(), label=5)  # type: ignore[arg-type]
     assert cache.statistics() == before
     assert_no_fetch_state(cache)
+
+
+async def test_bad_arguments_to_the_package_get_or_refresh_raise_on_hits_too() -> None:
+    # Its fast path skips the validator only for plainly valid arguments.
+    key = ("test_bad_package_arguments", id(anyio))
+    await get_or_refresh(key, Fetcher())  # the key is warm: a hit path exists
+    before = default_cache().statistics()
+    for bad, error, text in [
+        ({"fetcher": "nope"}, TypeError, "fetcher must be callable, got 'nope'"),
+        ({"ttl_s": -2}, ValueError, "ttl_s must be >= 0, got -2"),
+        ({"ttl_s": math.nan}, ValueError, "ttl_s must be >= 0"),
+        ({"ttl_s": True}, TypeError, "ttl_s"),
+        ({"timeout_ms": math.nan}, ValueError, "timeout_ms must be >= 0"),
+        ({"timeout_ms": "5"}, TypeError, "timeout_ms"),
+        ({"label": 5}, TypeError, "label must be a str or None"),
+    ]:
+        args: dict[str, Any] = {"fetcher": Fetcher(), **bad}
+        with pytest.raises(error, match=text):
+            await get_or_refresh(key, **args)
+    assert default_cache().statistics() == before
+    default_cache().invalidate(key)
 
 
 async def test_decorator_shares_calls_and_keys_on_arguments() -> None:

@@ -247,7 +247,7 @@ async def test_reader_cancelled_at_the_handoff_passes_the_lock_on() -> None:
 async def test_upgrade_and_other_reentry_raise_at_once() -> None:
     rw = RWLock("config")
     release = await rw.acquire_read(label="reader")
-    with anyio.fail_after(1):
+    with anyio.fail_after(5):  # a hang guard: generous for a loaded 2-core machine
         with pytest.raises(MutexReentryError, match="'config' is already held"):
             await rw.acquire_write()
         with pytest.raises(MutexReentryError):
@@ -255,7 +255,7 @@ async def test_upgrade_and_other_reentry_raise_at_once() -> None:
     release()
     release = await rw.acquire_write(label="writer")
     with (
-        anyio.fail_after(1),
+        anyio.fail_after(5),
         pytest.raises(MutexReentryError, match="held as 'writer'"),
     ):
         await rw.acquire_read()
@@ -276,8 +276,8 @@ async def test_foreign_and_double_release_of_a_read_lock() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(intruder)
-    assert (
-        str(errors[0]) == "Cannot release lock 'cfg': the current task does not hold it"
+    assert str(errors[0]).startswith(
+        "Cannot release lock 'cfg': the current task does not hold it; "
     )
     assert rw.readers == ["r"]
     release()

@@ -1,4 +1,4 @@
-"""The mutex and the cache refresh on Redis or Valkey, across processes and machines.
+"""The mutex, the semaphore and the cache refresh on Redis or Valkey, across processes.
 
 Pass the client you already have. ``coredis.Redis`` or ``coredis.RedisCluster``
 (`coredis <https://coredis.readthedocs.io>`_ 6.x, the ``redis`` extra) is built on
@@ -40,6 +40,10 @@ Guarantees and their limits:
   are served in the order they blocked. So a process with 50 waiting tasks and one
   with 1 get about the same share of grants. This keeps one waiter (and one blocked
   connection) per process at the server whatever the number of tasks.
+- :class:`RedisSemaphore` keeps at most ``limit`` leased permits across processes
+  (counted by the server, on its clock), with the same leases, fences and renewal.
+  Its fairness is per task: each acquisition takes a FIFO ticket at the server, and
+  no waiter is overtaken by more than ``limit - 1`` callers that arrived after it.
 - Keys (``key_prefix`` first, for ACL patterns such as ``~app:*``):
   ``<prefix>{<name>}:lock`` holds ``<token>:<fence>:<label>`` with the lease as its
   TTL; ``...:fence`` the last fence; ``...:wake`` the wake-up list; and
@@ -70,6 +74,7 @@ from ._errors import (
 )
 from ._lease import RedisLease
 from ._mutex import RedisMutex, RedisMutexStatistics
+from ._semaphore import RedisSemaphore, RedisSemaphoreStatistics
 
 __all__ = [
     "LockLostError",
@@ -80,6 +85,8 @@ __all__ = [
     "RedisMutexStatistics",
     "RedisRefreshCache",
     "RedisRefreshCacheStatistics",
+    "RedisSemaphore",
+    "RedisSemaphoreStatistics",
     "key_to_str",
 ]
 

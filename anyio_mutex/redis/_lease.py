@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, final
+from typing import Protocol, final
 
 import anyio
 
 from .._errors import MutexReleaseError
 from ._errors import LockLostError
-
-if TYPE_CHECKING:
-    from ._mutex import RedisMutex
 
 
 def _drift_s(lease_s: float) -> float:
@@ -35,9 +32,26 @@ class _Turn:
         self.scope: anyio.CancelScope | None = None
 
 
+class _LeaseOwner(Protocol):
+    """What a lease needs of the lock that granted it (RedisMutex, RedisSemaphore)."""
+
+    name: str
+    _drift_s: float  # taken off every lease: see _drift_s()
+    _renew_s: float  # how often hold() renews
+    _lost: int  # counter of leases found lost
+
+    async def _renew(self, lease: RedisLease, limit_s: float | None = None) -> bool: ...
+
+    async def _release(self, token: str) -> bool: ...
+
+    def _end_turn(self, turn: _Turn) -> None: ...
+
+
 @final
 class RedisLease:
-    """One acquisition of a :class:`RedisMutex`: its token, its fence and its lease.
+    """One acquisition of a :class:`RedisMutex` or a permit of a :class:`RedisSemaphore`.
+
+    It holds the acquisition's token, its fence and its lease.
 
     ``await lease.release()`` (or ``await lease()``) releases it, with the same
     shape as :class:`~anyio_mutex.AsyncMutex`'s release function, but awaited.
@@ -62,15 +76,15 @@ class RedisLease:
 
     def __init__(
         self,
-        mutex: RedisMutex,
-        turn: _Turn,
+        mutex: _LeaseOwner,
+        turn: _Turn | None,
         token: str,
         fence: int,
         label: str,
         expires_at: float,
     ) -> None:
         self._mutex = mutex
-        self._turn = turn  # this process's local turn, while it is ours
+        self._turn = turn  # this process's local turn, while it is ours (mutex only)
         self._token = token  # what a release or a renewal must show the server
         self.fence = fence
         self.label = label
@@ -97,7 +111,7 @@ class RedisLease:
         return self._expires_at - self._mutex._drift_s
 
     async def renew(self) -> None:
-        """Extend the lease by the mutex's ``lease_ms`` from now.
+        """Extend the lease by its lock's ``lease_ms`` from now.
 
         :raises LockLostError: if the lease is no longer held
         :raises LockUnavailableError: if Redis cannot be reached in time
@@ -139,7 +153,8 @@ class RedisLease:
         finally:
             # Our turn may have been given to the next local waiter already, when
             # the lease ran out: then it is theirs, and stays so.
-            self._mutex._end_turn(self._turn)
+            if self._turn is not None:
+                self._mutex._end_turn(self._turn)
         if not released:
             self._mark_lost("the key no longer held this lease at release")
 

@@ -6,8 +6,8 @@ import contextlib
 import math
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar, final
 
@@ -16,9 +16,12 @@ import anyio.lowlevel
 
 from .._errors import MutexReentryError, MutexTimeoutError
 from .._validation import check_callable, check_label, check_timeout_ms
+from .._waitgraph import Holder, LockView, enter_wait, leave_wait, track
+from .._waitgraph import registry as _waitgraph
 from ._checks import _check_lease_ms, _check_ms
 from ._client import _adapt, _call, _Client, _hash_tag
-from ._errors import LockLostError, LockUnavailableError
+from ._errors import LockUnavailableError
+from ._holding import _hold
 from ._lease import RedisLease, _drift_s, _Turn
 from ._scripts import (
     _ACQUIRE,
@@ -219,6 +222,7 @@ class RedisMutex:
         self._acquisitions = self._contended = self._timeouts = 0
         self._renewals = self._lost = 0
         self._longest_wait = 0.0
+        track(self)
 
     async def _call(
         self, what: str, request: Callable[[], Awaitable[T]], extra_s: float = 0.0
@@ -336,6 +340,9 @@ class RedisMutex:
         if self._turn is None and not self._queue:
             self._turn = turn
             return
+        wait = None
+        if _waitgraph.detect:  # for snapshot(): see _wg_holders
+            wait = enter_wait(self, None, anyio.get_current_task(), turn.label)
         self._queue.append(turn)
         try:
             while not turn.event.is_set():
@@ -377,6 +384,23 @@ class RedisMutex:
             else:
                 self._queue.remove(turn)
             raise
+        finally:
+            if wait is not None:
+                leave_wait(wait)
+
+    def _wg_holders(self, key: object) -> Sequence[Holder]:
+        # A local turn ends when its lease runs out, unless hold() renews it, which
+        # a turn does not record: no local wait is certain to last forever, so the
+        # queue is shown by snapshot() but never reported as a deadlock.
+        return ()
+
+    def _wg_label(self, key: object) -> str:
+        return self.name
+
+    def _wg_locks(self) -> Iterator[LockView]:
+        turn = self._turn
+        holders = () if turn is None else (Holder(turn.task, None, turn.label),)
+        yield LockView("RedisMutex", self.name, self, None, holders)
 
     async def _quiet_owner(self) -> str | None:
         # The local turn is at the server, waiting for a holder elsewhere: ask.
@@ -523,33 +547,9 @@ class RedisMutex:
             self._renewals += 1
         return bool(result)
 
-    async def _keep_alive(self, lease: RedisLease, body: anyio.CancelScope) -> None:
-        # Renews until cancelled. The body's scope has the lease's own deadline (minus
-        # the drift margin): each confirmed renewal moves it, so with no answer the
-        # body is cancelled in time whatever the network does. A "not yours" answer
-        # cancels it at once.
-        interval = self._renew_s
-        while True:
-            await anyio.sleep(interval)
-            remaining = lease.valid_until - anyio.current_time()
-            try:
-                renewed = await self._renew(lease, remaining)
-            except LockUnavailableError:  # no answer in time, or a refusal
-                # Try again while the lease lasts; the deadline stops us otherwise.
-                interval = max(min(self._renew_s, remaining / 4), _MIN_BLOCK_S)
-                continue
-            if renewed:
-                body.deadline = lease.valid_until
-                interval = self._renew_s
-                continue
-            lease._lose("renewal found the key no longer holding this lease")
-            body.cancel()
-            return
-
-    @asynccontextmanager
-    async def hold(
+    def hold(
         self, *, timeout_ms: float | None = None, label: str | None = None
-    ) -> AsyncIterator[RedisLease]:
+    ) -> AbstractAsyncContextManager[RedisLease]:
         """Hold the lock for the body of ``async with``, renewing the lease meanwhile.
 
         Renewal runs in a task group of the caller's own. If it finds the key stolen,
@@ -569,58 +569,7 @@ class RedisMutex:
         :raises LockLostError: if the lease was lost while the body ran
         :raises LockUnavailableError: if Redis cannot be reached or refuses
         """
-        lease = await self.acquire(timeout_ms=timeout_ms, label=label)
-        body_error: BaseException | None = None
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.cancel_scope.deadline = lease.valid_until
-                tg.start_soon(self._keep_alive, lease, tg.cancel_scope)
-                try:
-                    yield lease
-                except anyio.get_cancelled_exc_class():
-                    raise  # ours (lease lost) stops at the group; others leave as is
-                except BaseException as exc:
-                    # Kept out of the group, which would wrap it in an ExceptionGroup;
-                    # re-raised below as the very same object.
-                    body_error = exc
-                finally:
-                    tg.cancel_scope.cancel()  # stop renewing
-        except BaseException:
-            # Cancelled from outside: free the key, and the cancellation still wins.
-            await self._end_hold(lease, quiet=True)
-            raise
-        if (
-            tg.cancel_scope.cancelled_caught
-            and not lease.lost
-            and anyio.current_time() >= lease.valid_until
-        ):
-            lease._lose(
-                "no renewal was confirmed before the lease's deadline "
-                f"(less a {self._drift_s * 1000:g} ms drift margin)"
-            )
-        try:
-            await self._end_hold(lease, quiet=body_error is not None)
-            if body_error is not None:
-                raise body_error
-        finally:
-            body_error = None  # no reference cycle through the traceback
-
-    async def _end_hold(self, lease: RedisLease, *, quiet: bool) -> None:
-        # quiet: the body raised, and its exception wins over any release failure.
-        if not (lease.lost or quiet):
-            await lease.release()
-            return
-        if lease.lost and anyio.current_time() >= lease.valid_until:
-            # Ended by its deadline: the key is gone or about to be, and the server
-            # did not answer in time; asking again would only delay the exit.
-            lease._released = True
-            self._end_turn(lease._turn)
-        else:
-            # Safe to try: the compare-and-delete never touches a new holder's key.
-            with contextlib.suppress(LockLostError, LockUnavailableError):
-                await lease.release()
-        if lease.lost and not quiet:
-            raise LockLostError(self.name, lease.label, lease.fence, lease._reason)
+        return _hold(lambda: self.acquire(timeout_ms=timeout_ms, label=label))
 
     async def with_lock(
         self,

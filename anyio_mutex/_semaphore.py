@@ -1,0 +1,541 @@
+"""Semaphore: a fair, timed, labelled counting semaphore with a settable limit."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, NoReturn, final
+
+import anyio
+from anyio.lowlevel import checkpoint as _checkpoint
+from anyio.lowlevel import checkpoint_if_cancelled as _checkpoint_if_cancelled
+
+from ._errors import NO_EVENT_LOOP, MutexLoopError, MutexReleaseError, MutexTimeoutError
+from ._hold import running_loop
+from ._validation import check_label, check_timeout_ms
+from ._waitgraph import Holder, LockView, enter_wait, leave_wait, track
+from ._waitgraph import registry as _waitgraph
+
+Release = Callable[[], None]
+
+#: What a timed-out acquisition waited for, in MutexTimeoutError's message.
+_WAITING_FOR: Final = "a permit"
+
+#: The permits (tokens) of the ``async with sem:`` / ``sem.hold()`` bodies the current
+#: task is in, innermost first: ``(token, outer)``. Each task has its own context, so
+#: the stack is per task; a task started inside a body inherits the stack but only
+#: pops what it pushed itself.
+_Entered = tuple[int, "_Entered | None"]
+
+
+def _check_limit(limit: object) -> int:
+    if type(limit) is bool or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int, got {limit!r}")
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit!r}")
+    return limit
+
+
+@final
+class _Waiter:
+    __slots__ = ("event", "granted", "label", "token")
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.token = 0  # set when granted: the key of its entry in the holder table
+        self.granted = False  # set with the event: the permit is already ours
+        # Made in the waiting task's loop, so the semaphore itself binds to no loop.
+        self.event = anyio.Event()
+
+
+@final
+@dataclass(frozen=True)
+class SemaphoreStatistics:
+    """A snapshot of a :class:`Semaphore`.
+
+    :ivar int limit: the number of permits
+    :ivar int available: permits free now (``0`` while more than ``limit`` are held
+        after the limit was lowered)
+    :ivar int tasks_waiting: tasks queued in :meth:`Semaphore.acquire`
+    :ivar tuple[str, ...] holders: the labels of the held permits, oldest first
+    :ivar int total_acquisitions: successful acquisitions since construction
+    :ivar int contended_acquisitions: successful acquisitions that had to wait
+    :ivar int timeouts: acquisitions that gave up because their ``timeout_ms`` ran out
+    :ivar float longest_wait_ms: the longest wait of a successful acquisition, in ms
+    """
+
+    limit: int
+    available: int
+    tasks_waiting: int
+    holders: tuple[str, ...]
+    total_acquisitions: int
+    contended_acquisitions: int
+    timeouts: int
+    longest_wait_ms: float
+
+
+# Built on a queue of anyio.Event waiters rather than on anyio.Semaphore: a released
+# permit must be handed to one known waiter (no barging), a waiter cancelled after the
+# hand-off must pass that permit on, permits carry labels, and the limit is settable;
+# anyio.Semaphore exposes none of these. A side effect: the semaphore holds no
+# loop-bound object of its own (each waiter's event lives in its task's loop), so it
+# can be built at import time and used from one event loop after another.
+@final
+class Semaphore:
+    """A fair counting semaphore: at most ``limit`` permits held at once.
+
+    Use it to bound concurrency ("at most 5 calls to this API at once") where
+    ``anyio.Semaphore`` or ``anyio.CapacityLimiter`` would do but you also want acquire
+    timeouts, labels saying who holds the permits, counters, and a limit you can change
+    while it runs. ``release = await sem.acquire()`` returns the function releasing that
+    permit (any task may call it, once); ``async with sem:`` and ``async with
+    sem.hold(timeout_ms=..., label=...):`` hold one permit for the body.
+
+    Waiters are served in arrival order, and a released permit is handed straight to
+    the longest waiter, so a task that releases and re-acquires queues behind it. A
+    waiter that is cancelled or times out leaves no trace, also when it was cancelled
+    just after being handed a permit: that permit goes to the next waiter. Every
+    :meth:`acquire` is a checkpoint, unless ``fast_acquire=True`` and a permit is free.
+    It can be built at import time and binds to no event loop, so a free semaphore can
+    be used from one loop after another. Unlike the task-owned locks, it does not
+    record where a permit was taken: a permit left held by an event loop that has
+    ended stays counted (as with ``anyio.Semaphore``), and a release that has to wake
+    a waiter must run in that waiter's event loop (from a worker thread it raises
+    :class:`MutexLoopError`).
+
+    :param limit: the number of permits, at least 1; settable later as :attr:`limit`
+    :param label: a name shown in errors and used as the default holder label
+    :param fast_acquire: anyio's option: if ``True``, an acquire that finds a free
+        permit does not yield to the scheduler (it still raises if the caller is
+        cancelled)
+    :raises TypeError: if an argument has the wrong type
+    :raises ValueError: if ``limit`` is less than 1
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_contended",
+        "_entered",
+        "_fast_acquire",
+        "_given_back",
+        "_granted",
+        "_holders",
+        "_label",
+        "_limit",
+        "_longest_wait",
+        "_queue",
+        "_timeouts",
+    )
+
+    def __init__(
+        self, limit: int, *, label: str = "semaphore", fast_acquire: bool = False
+    ) -> None:
+        _check_limit(limit)
+        if not isinstance(label, str):
+            raise TypeError(f"label must be a str, got {label!r}")
+        if type(fast_acquire) is not bool:
+            raise TypeError(f"fast_acquire must be a bool, got {fast_acquire!r}")
+        self._limit = limit
+        self._label = label
+        self._fast_acquire = fast_acquire
+        # Held permits, token -> label, in grant order (so the oldest comes first).
+        # A permit handed to a waiter that has not resumed yet is already listed.
+        self._holders: dict[int, str] = {}
+        # Waiters in arrival order; O(1) removal for a waiter that gives up anywhere.
+        # Invariant: it is empty unless every permit is held (see _grant).
+        self._queue: OrderedDict[_Waiter, None] = OrderedDict()
+        self._entered: ContextVar[_Entered | None] = ContextVar(
+            "anyio_mutex.Semaphore.entered", default=None
+        )
+        # Permits granted since construction; each grant's number is its token. A
+        # waiter cancelled after its grant gives the permit back: that one is not an
+        # acquisition.
+        self._granted = 0
+        self._given_back = 0
+        self._contended = 0
+        self._timeouts = 0
+        self._longest_wait = 0.0
+        track(self)
+
+    # -- the wait-for graph ------------------------------------------------------------
+
+    def _wg_holders(self, key: object) -> Sequence[Holder]:
+        # No permit belongs to a task: its release function may be called from any
+        # task, and any task may raise the limit. So a wait for a permit never
+        # counts as certain to last forever: no edges for the deadlock walk.
+        return ()
+
+    def _wg_label(self, key: object) -> str:
+        return self._label
+
+    def _wg_locks(self) -> Iterator[LockView]:
+        holders = [Holder(-1, None, label) for label in list(self._holders.values())]
+        yield LockView("Semaphore", self._label, self, None, holders)
+
+    # -- state changes (all synchronous) ---------------------------------------------
+
+    def _take(self, label: str) -> int:
+        token = self._granted = self._granted + 1
+        self._holders[token] = label
+        return token
+
+    def _release(self, token: int) -> None:
+        if self._queue:
+            self._check_event_loop()
+        if self._holders.pop(token, None) is None:
+            self._released_twice()
+        if self._queue:
+            self._grant()
+
+    def _releaser(self, token: int) -> Release:
+        # One closure per permit (cheaper to build and call than a partial of
+        # _release or an object); the token tells a second call from the first.
+        holders = self._holders
+
+        def release() -> None:
+            if self._queue:
+                self._check_event_loop()  # waking a waiter needs its loop
+            if holders.pop(token, None) is None:
+                self._released_twice()
+            if self._queue:
+                self._grant()
+
+        return release
+
+    def _check_event_loop(self) -> None:
+        # A release that wakes a waiter sets an anyio.Event, which only works in an
+        # event loop: from a worker thread, say so before anything changes. (With
+        # nobody waiting, a release only drops a dict entry and works anywhere.)
+        try:
+            running_loop()
+        except RuntimeError:
+            raise MutexLoopError(
+                self._label, self._oldest(), reason=NO_EVENT_LOOP
+            ) from None
+
+    def _released_twice(self) -> NoReturn:
+        raise MutexReleaseError(
+            self._label, self._oldest(), reason="this permit was already released"
+        )
+
+    def _grant(self) -> None:
+        # Hand free permits to the longest waiters. Called whenever a permit comes back,
+        # a waiter leaves holding one, or the limit grows.
+        queue, holders = self._queue, self._holders
+        while queue and len(holders) < self._limit:
+            waiter, _ = queue.popitem(last=False)
+            waiter.token = token = self._granted = self._granted + 1
+            holders[token] = waiter.label
+            waiter.granted = True
+            waiter.event.set()
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        # A waiter gives up: give back the permit it was handed, or leave the queue.
+        if waiter.granted:
+            del self._holders[waiter.token]
+            self._given_back += 1
+            self._grant()
+        else:
+            del self._queue[waiter]
+
+    def _oldest(self) -> str | None:
+        return next(iter(self._holders.values()), None)
+
+    # -- acquiring --------------------------------------------------------------------
+
+    async def acquire(
+        self, *, timeout_ms: float | None = None, label: str | None = None
+    ) -> Release:
+        """Acquire one permit and return a zero-argument function that releases it.
+
+        If no permit is free, wait in FIFO order. The call is a checkpoint, unless the
+        semaphore was built with ``fast_acquire=True`` and a permit is free. If the
+        caller is cancelled while waiting, or just after being handed a permit, it
+        holds nothing and the permit goes to the next waiter; an enclosing cancel
+        scope's cancellation (or a native asyncio cancellation) passes through
+        unchanged. The release function may be called from any task, exactly once.
+
+        :param timeout_ms: give up after this many milliseconds; ``None`` or
+            ``math.inf`` waits forever, ``0`` tries once without waiting
+        :param label: the holder label of this permit (defaults to the semaphore's)
+        :return: the release function of this permit
+        :raises MutexTimeoutError: if ``timeout_ms`` ran out; its ``owner`` is the label
+            of the oldest permit still held
+        :raises TypeError: if an argument has the wrong type
+        :raises ValueError: if ``timeout_ms`` is negative or NaN
+        """
+        timeout_s = None if timeout_ms is None else check_timeout_ms(timeout_ms)
+        if label is None:
+            label = self._label
+        elif not isinstance(label, str):
+            check_label(label)
+        if len(self._holders) < self._limit:
+            # A permit is free. Yield first and take it after: a cancellation at the
+            # checkpoint then has nothing to undo, on either cancellation system.
+            if self._fast_acquire:
+                await _checkpoint_if_cancelled()
+            else:
+                await _checkpoint()
+            holders = self._holders
+            if len(holders) < self._limit:  # still free after the yield
+                # _take() and _releaser(), inlined: the two calls cost ~6% of an
+                # uncontended acquire+release on trio (benchmarks/bench_semaphore.py).
+                token = self._granted = self._granted + 1
+                holders[token] = label
+
+                def release() -> None:
+                    if self._queue:
+                        self._check_event_loop()  # waking a waiter needs its loop
+                    if holders.pop(token, None) is None:
+                        self._released_twice()
+                    if self._queue:
+                        self._grant()
+
+                return release
+            checkpointed = True
+        else:
+            checkpointed = False
+        return self._releaser(
+            await self._acquire_contended(label, timeout_ms, timeout_s, checkpointed)
+        )
+
+    async def _acquire_contended(
+        self,
+        label: str,
+        timeout_ms: float | None,
+        timeout_s: float | None,
+        checkpointed: bool,
+    ) -> int:
+        # The slow path of acquire() and _enter(): returns the granted permit's token.
+        start = anyio.current_time()
+        if timeout_s == 0:
+            if not checkpointed:
+                # "Try once" is still a checkpoint, so a retry loop cannot starve
+                # the event loop; nothing is queued, so nothing to undo if cancelled.
+                await _checkpoint()
+                if len(self._holders) < self._limit:  # freed during the checkpoint
+                    return self._take(label)
+            self._fail(start, timeout_ms)
+        waiter = _Waiter(label)
+        wait = None
+        if _waitgraph.detect:  # for snapshot(): a permit wait is never a deadlock
+            wait = enter_wait(
+                self,
+                None,
+                anyio.get_current_task(),
+                label,
+                bounded=timeout_s is not None,
+                need_all=False,
+            )
+        self._queue[waiter] = None
+        try:
+            if timeout_s is None:
+                await waiter.event.wait()
+            else:
+                with anyio.CancelScope(deadline=start + timeout_s):
+                    await waiter.event.wait()
+        except BaseException:
+            # Cancelled (anyio or native asyncio), maybe after the hand-off: pass the
+            # permit on or leave the queue, then let the cancellation through.
+            self._abandon(waiter)
+            raise
+        finally:
+            if wait is not None:
+                leave_wait(wait)
+        if not waiter.granted:
+            # Our own deadline fired first. Leave the queue before the checkpoint
+            # below, which may raise.
+            self._abandon(waiter)
+            # If an enclosing scope was cancelled too, its cancellation wins.
+            await _checkpoint_if_cancelled()
+            self._fail(start, timeout_ms)
+        # The permit was handed to us (even if our deadline fired at the same moment).
+        waited = anyio.current_time() - start
+        self._contended += 1
+        if waited > self._longest_wait:
+            self._longest_wait = waited
+        return waiter.token
+
+    def _fail(self, start: float, timeout_ms: float | None) -> NoReturn:
+        self._timeouts += 1
+        raise MutexTimeoutError(
+            (anyio.current_time() - start) * 1000,
+            timeout_ms=timeout_ms,
+            label=self._label,
+            owner=self._oldest(),
+            waiting_for=_WAITING_FOR,
+        )
+
+    def acquire_nowait(self, *, label: str | None = None) -> Release:
+        """Acquire a free permit without waiting; return the function releasing it.
+
+        A waiter already queued keeps its place: this fails whenever tasks are waiting,
+        since a free permit is handed to them at once.
+
+        :param label: the holder label of this permit (defaults to the semaphore's)
+        :return: the release function of this permit
+        :raises ~anyio.WouldBlock: if no permit is free
+        :raises TypeError: if ``label`` is not a string
+        """
+        if label is None:
+            label = self._label
+        elif not isinstance(label, str):
+            check_label(label)
+        if len(self._holders) >= self._limit:
+            raise anyio.WouldBlock
+        return self._releaser(self._take(label))
+
+    def hold(
+        self, *, timeout_ms: float | None = None, label: str | None = None
+    ) -> _SemaphoreHold:
+        """Return an async context manager that holds one permit for its body.
+
+        ``async with sem.hold(timeout_ms=100, label="job"):`` acquires as
+        :meth:`acquire` does and releases on exit, also when the body is cancelled or
+        raises. The returned object keeps no permit itself, so it may be entered again
+        and by several tasks at once.
+
+        :raises TypeError: if an argument has the wrong type (raised here, at once)
+        :raises ValueError: if ``timeout_ms`` is negative or NaN (raised here, at once)
+        """
+        check_timeout_ms(timeout_ms)
+        check_label(label)
+        return _SemaphoreHold(self, timeout_ms, label)
+
+    async def _enter(
+        self, timeout_ms: float | None = None, label: str | None = None
+    ) -> None:
+        # acquire() for ``async with``: the permit's token goes on this task's stack
+        # instead of into a releaser. Arguments were checked by hold().
+        timeout_s = None if timeout_ms is None else timeout_ms / 1000
+        if timeout_s == math.inf:
+            timeout_s = None
+        if label is None:
+            label = self._label
+        checkpointed = False
+        if len(self._holders) < self._limit:
+            if self._fast_acquire:
+                await _checkpoint_if_cancelled()
+            else:
+                await _checkpoint()
+            checkpointed = True
+        if checkpointed and len(self._holders) < self._limit:
+            token = self._take(label)
+        else:
+            token = await self._acquire_contended(
+                label, timeout_ms, timeout_s, checkpointed
+            )
+        # Nothing awaits between the grant and this push, so no cancellation lands
+        # between them.
+        entered = self._entered
+        entered.set((token, entered.get()))
+
+    def _exit(self) -> None:
+        entered = self._entered
+        top = entered.get()
+        if top is None:
+            raise MutexReleaseError(
+                self._label,
+                self._oldest(),
+                reason="this task did not enter it with 'async with'",
+            )
+        entered.set(top[1])
+        self._release(top[0])
+
+    #: ``async with sem:`` is _enter() with no timeout and the default label.
+    __aenter__ = _enter
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        self._exit()
+
+    # -- state ------------------------------------------------------------------------
+
+    @property
+    def limit(self) -> int:
+        """The number of permits.
+
+        Raising it hands the new permits to waiters at once. Lowering it never revokes
+        a held permit: it takes effect as permits come back.
+
+        :raises TypeError: if set to a non-integer (or a bool)
+        :raises ValueError: if set to less than 1
+        """
+        return self._limit
+
+    @limit.setter
+    def limit(self, limit: int) -> None:
+        self._limit = _check_limit(limit)
+        self._grant()
+
+    @property
+    def available(self) -> int:
+        """The number of permits free now (never negative)."""
+        return max(0, self._limit - len(self._holders))
+
+    @property
+    def label(self) -> str:
+        """The semaphore's own label, used in errors and as the default holder label."""
+        return self._label
+
+    def holders(self) -> list[str]:
+        """Return the labels of the permits held now, oldest first."""
+        return list(self._holders.values())
+
+    def statistics(self) -> SemaphoreStatistics:
+        """Return a snapshot of the semaphore's state and counters."""
+        return SemaphoreStatistics(
+            limit=self._limit,
+            available=self.available,
+            tasks_waiting=len(self._queue),
+            holders=tuple(self._holders.values()),
+            total_acquisitions=self._granted - self._given_back,
+            contended_acquisitions=self._contended,
+            timeouts=self._timeouts,
+            longest_wait_ms=self._longest_wait * 1000,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Semaphore {self._label!r} limit={self._limit} "
+            f"available={self.available} held={len(self._holders)} "
+            f"waiting={len(self._queue)}>"
+        )
+
+
+@final
+class _SemaphoreHold:
+    """The async context manager returned by :meth:`Semaphore.hold`.
+
+    It holds one permit for the body of each ``async with``; the permit belongs to
+    the entering task's context, not to this object, so one object may be entered by
+    many tasks at once or reused.
+    """
+
+    __slots__ = ("_label", "_semaphore", "_timeout_ms")
+
+    def __init__(
+        self, semaphore: Semaphore, timeout_ms: float | None, label: str | None
+    ) -> None:
+        self._semaphore = semaphore
+        self._timeout_ms = timeout_ms
+        self._label = label
+
+    async def __aenter__(self) -> None:
+        await self._semaphore._enter(self._timeout_ms, self._label)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        self._semaphore._exit()

@@ -1,0 +1,582 @@
+"""Deadlock detection: a live wait-for graph over every lock, and a dump of it.
+
+One registry, read and written only on the slow paths:
+
+* ``sources``: every lock-like object of the package that can describe itself, held
+  weakly (a collected lock simply disappears from :func:`snapshot`);
+* ``waiting``: task id -> the one thing that task is parked on now. A lock adds the
+  entry just before it parks a task and removes it in a ``finally`` right after, so
+  an uncontended acquire never touches the registry and a cancelled waiter (an anyio
+  cancel scope or a native ``Task.cancel()``) leaves nothing behind;
+* ``held``: task id -> the locks that task holds, kept only while the lock-order
+  checker is enabled (it needs every acquisition; the detector does not).
+
+A lock that parks a task first calls :func:`enter_wait`. It follows the edges "task
+waits for lock -> lock is held by task -> that task waits for ..." and raises
+:class:`DeadlockError` if the walk proves that the wait can never be granted; the
+caller then holds nothing new and nothing else has changed.
+
+Soundness (no false positives, whatever the interleaving). A parked task is *stuck*
+if its wait can never be granted: only a timeout or a cancellation can end it (either
+way the wait fails; a cycle whose members have ``timeout_ms`` is still a deadlock, it
+would just end in a :class:`MutexTimeoutError` somewhere instead). The walk computes
+the greatest set ``S`` of tasks, assuming the current task parks, such that each
+member is parked on something blocked by ``S``:
+
+* a wait that needs every holder gone (a mutex, an RWLock writer waiting for its
+  readers, a fetch waiting for its leader) is blocked if *some* holder is in ``S``;
+* a wait that needs any one holder gone (a permit) is blocked only if it has holders
+  and *all* of them are in ``S``.
+
+A task counts as free (never in ``S``) if it is not parked on one of our locks, or if
+the thing it waits for already lists it as a holder: that is the hand-off window,
+where a lock was granted to a waiter that has not resumed yet. The walk runs
+synchronously on the event loop's thread, so no task changes state while it looks.
+If every member of ``S`` is parked on something only members of ``S`` can release,
+none of them can ever be granted: the current task is deadlocked if it is in ``S``
+and the walk leads back to it. Waits imposed only by FIFO order (a waiter queued
+behind another waiter) are not edges, so such deadlocks are missed, never invented.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Final, NamedTuple, Protocol, TextIO, final
+
+import anyio
+
+from ._errors import DeadlockError, DeadlockStep
+
+_ENV_VAR: Final = "ANYIO_MUTEX_DEADLOCK"
+
+
+class Holder(NamedTuple):
+    """One holder of a lock, as a lock reports it to the registry."""
+
+    task_id: int
+    task_name: str | None  # None if the lock does not know it
+    label: str | None  # the owner label of the acquisition
+    since: float | None = None  # time.monotonic() when it was granted, if known
+
+
+class LockView(NamedTuple):
+    """One live lock, as a source describes it for :func:`snapshot`."""
+
+    kind: str
+    label: str
+    resource: object  # what waiters name in enter_wait(...)
+    key: object
+    holders: Sequence[Holder]
+
+
+class Waitable(Protocol):
+    """What a lock offers the walk: its holders and its label, per key."""
+
+    def _wg_holders(self, key: Any, /) -> Sequence[Holder]: ...
+
+    def _wg_label(self, key: Any, /) -> str: ...
+
+
+class Source(Protocol):
+    """What a tracked object offers :func:`snapshot`: every lock it has now."""
+
+    def _wg_locks(self) -> Iterable[LockView]: ...
+
+
+@final
+class _Wait:
+    """One parked task: what it waits for and since when."""
+
+    __slots__ = (
+        "bounded",
+        "key",
+        "label",
+        "need_all",
+        "prev",
+        "resource",
+        "since",
+        "task_id",
+        "task_name",
+    )
+
+    def __init__(
+        self,
+        task_id: int,
+        task_name: str,
+        resource: Waitable,
+        key: object,
+        label: str | None,
+        bounded: bool,
+        need_all: bool,
+        prev: _Wait | None,
+    ) -> None:
+        self.task_id = task_id
+        self.task_name = task_name
+        self.resource = resource
+        self.key = key
+        self.label = label
+        self.bounded = bounded
+        self.need_all = need_all
+        self.prev = prev  # an outer wait of the same task (a lock built on a lock)
+        self.since = time.monotonic()
+
+
+@final
+class _Registry:
+    """The process-wide registry; see the module docstring."""
+
+    __slots__ = ("detect", "held", "sources", "waiting")
+
+    def __init__(self) -> None:
+        self.detect = True
+        # id -> weak reference; a plain dict, so a signal handler can copy it in one
+        # C call (a WeakSet iterates in Python, under a guard).
+        self.sources: dict[int, weakref.ref[Any]] = {}
+        self.waiting: dict[int, _Wait] = {}
+        # task id -> [(lock-order node, label, acquired at)]; the lock-order checker's.
+        self.held: dict[int, list[tuple[Any, str, float]]] = {}
+
+
+registry: Final = _Registry()
+
+
+def track(source: Source) -> None:
+    """Make ``source`` visible to :func:`snapshot` (weakly: it keeps nothing alive)."""
+    sources = registry.sources
+    ident = id(source)
+
+    def forget(ref: weakref.ref[Any]) -> None:
+        if sources.get(ident) is ref:
+            del sources[ident]
+
+    sources[ident] = weakref.ref(source, forget)
+
+
+def held_since(task_id: int, node: object) -> float | None:
+    """When ``task_id`` took the lock ``node``, if the lock-order checker recorded it."""
+    for held_node, _, since in registry.held.get(task_id, ()):
+        if held_node == node:
+            return since
+    return None
+
+
+def enable_deadlock_detection() -> None:
+    """Turn deadlock detection on (it is on unless switched off).
+
+    Before a task parks on a lock or a single-flight fetch, the wait-for graph is
+    walked; a wait that closes a cycle raises :class:`DeadlockError` instead of
+    hanging. An uncontended acquire costs nothing either way.
+    """
+    registry.detect = True
+
+
+def disable_deadlock_detection() -> None:
+    """Turn deadlock detection off: contended waits then skip the registry.
+
+    :func:`snapshot` then no longer lists waiters (locks and holders still show). The
+    environment variable ``ANYIO_MUTEX_DEADLOCK=off`` does this at import.
+    """
+    registry.detect = False
+
+
+def _configure_from_environment() -> None:
+    value = os.environ.get(_ENV_VAR, "").strip().lower()
+    if value in ("", "1", "on", "true"):
+        registry.detect = True
+    elif value in ("0", "off", "false"):
+        registry.detect = False
+    else:
+        raise ValueError(
+            f"{_ENV_VAR} must be 'on' or 'off', got {os.environ[_ENV_VAR]!r}"
+        )
+
+
+def enter_wait(
+    resource: Waitable,
+    key: object,
+    task: anyio.TaskInfo,
+    label: str | None,
+    *,
+    bounded: bool = False,
+    need_all: bool = True,
+    reentry: bool = False,
+) -> _Wait | None:
+    """Check that parking the current task on ``resource[key]`` can end; register it.
+
+    Call right before parking, and :func:`leave_wait` with the result in a
+    ``finally`` right after (with no checkpoint in between, so no cancellation can
+    leave the entry behind).
+
+    :param task: the current task
+    :param label: the waiter's own label, for :func:`snapshot`
+    :param bounded: the wait has its own timeout (shown by :func:`snapshot`; a
+        timeout ends a wait by failing it, so it does not break a cycle)
+    :param need_all: ``True`` if the wait needs every holder gone, ``False`` if any
+        one holder leaving lets it in (a semaphore permit)
+    :param reentry: ``True`` if the caller reports a wait for what the current task
+        holds itself as re-entry: then nothing is checked or registered and ``None``
+        is returned (the lock raises its own error next)
+    :raises DeadlockError: if the wait closes a cycle; nothing is registered then
+    """
+    name = task.name if task.name is not None else f"<task {task.id}>"
+    cycle = _find_cycle(task.id, name, resource, key, need_all, reentry)
+    if cycle is _REENTRY:
+        return None
+    if cycle:
+        raise DeadlockError(cycle)
+    waiting = registry.waiting
+    wait = waiting[task.id] = _Wait(
+        task.id,
+        name,
+        resource,
+        key,
+        label,
+        bounded,
+        need_all,
+        waiting.get(task.id),
+    )
+    return wait
+
+
+def leave_wait(wait: _Wait) -> None:
+    """Remove the entry :func:`enter_wait` made (restoring an outer wait, if any)."""
+    waiting = registry.waiting
+    if waiting.get(wait.task_id) is wait:
+        if wait.prev is None:
+            del waiting[wait.task_id]
+        else:
+            waiting[wait.task_id] = wait.prev
+
+
+# One node of the walk: the task's wait edges (holders), "needs all" or "needs any".
+class _Node(NamedTuple):
+    resource: Waitable
+    key: object
+    holders: Sequence[Holder]
+    need_all: bool
+
+
+_REENTRY: Final = ()
+
+
+def _find_cycle(
+    me: int,
+    my_name: str,
+    resource: Waitable,
+    key: object,
+    need_all: bool,
+    reentry: bool = False,
+) -> tuple[DeadlockStep, ...] | None:
+    holders = resource._wg_holders(key)
+    waiting = registry.waiting
+    # Fast exit, the common case: no holder is parked (or the lock has none) and the
+    # current task does not hold what it asks for.
+    for holder in holders:
+        if holder.task_id == me:
+            if reentry:
+                return _REENTRY
+            break
+        if holder.task_id in waiting:
+            break
+    else:
+        return None
+    # Explore every task reachable from here, keeping those that may be stuck.
+    nodes: dict[int, _Node] = {me: _Node(resource, key, holders, need_all)}
+    # Holders asked once per lock and walk (a lock's answer may cost a task lookup).
+    asked: dict[tuple[int, int], Sequence[Holder]] = {(id(resource), id(key)): holders}
+    names: dict[int, str] = {me: my_name}
+    todo = [h.task_id for h in holders]
+    while todo:
+        tid = todo.pop()
+        if tid in nodes:
+            continue
+        wait = waiting.get(tid)
+        if wait is None:
+            continue  # running (or parked on something else): free
+        memo = (id(wait.resource), id(wait.key))
+        its_holders = asked.get(memo)
+        if its_holders is None:
+            its_holders = asked[memo] = wait.resource._wg_holders(wait.key)
+        if any(h.task_id == tid for h in its_holders):
+            continue  # granted, not resumed yet (the hand-off window): free
+        nodes[tid] = _Node(wait.resource, wait.key, its_holders, wait.need_all)
+        names[tid] = wait.task_name
+        todo.extend(h.task_id for h in its_holders)
+    # Greatest fixed point: drop every task whose wait some free task can end.
+    stuck = set(nodes)
+    changed = True
+    while changed and me in stuck:
+        changed = False
+        for tid in list(stuck):
+            node = nodes[tid]
+            if node.need_all:
+                blocked = any(h.task_id in stuck for h in node.holders)
+            else:
+                blocked = bool(node.holders) and all(
+                    h.task_id in stuck for h in node.holders
+                )
+            if not blocked:
+                stuck.discard(tid)
+                changed = True
+    if me not in stuck:
+        return None
+    return _cycle_through(me, nodes, names, stuck)
+
+
+def _cycle_through(
+    me: int, nodes: dict[int, _Node], names: dict[int, str], stuck: set[int]
+) -> tuple[DeadlockStep, ...] | None:
+    # Breadth-first from the current task, through stuck holders, back to it: the
+    # shortest cycle. None if it is stuck behind a deadlock it is not part of.
+    parent: dict[int, tuple[int, Holder]] = {}
+    frontier = [me]
+    while frontier:
+        following: list[int] = []
+        for tid in frontier:
+            for holder in nodes[tid].holders:
+                nxt = holder.task_id
+                if nxt not in stuck or nxt in parent:
+                    continue
+                parent[nxt] = (tid, holder)
+                if nxt == me:
+                    return _steps(me, parent, nodes, names)
+                following.append(nxt)
+        frontier = following
+    return None
+
+
+def _steps(
+    me: int,
+    parent: dict[int, tuple[int, Holder]],
+    nodes: dict[int, _Node],
+    names: dict[int, str],
+) -> tuple[DeadlockStep, ...]:
+    steps: list[DeadlockStep] = []
+    tid = me
+    while True:
+        waiter, holder = parent[tid]
+        node = nodes[waiter]
+        steps.append(
+            DeadlockStep(
+                task=names[waiter],
+                waits_for=node.resource._wg_label(node.key),
+                held_by=holder.label,
+                holder_task=names.get(holder.task_id, holder.task_name),
+            )
+        )
+        tid = waiter
+        if tid == me:
+            break
+    steps.reverse()
+    return tuple(steps)
+
+
+# --- the dump -------------------------------------------------------------------
+
+
+@final
+@dataclass(frozen=True)
+class HolderSnapshot:
+    """A holder of a lock in a :class:`Snapshot`.
+
+    :ivar task: the name of the holding task (``None`` if unknown)
+    :ivar label: the owner label of the acquisition
+    :ivar held_for_s: how long it has held the lock, in seconds; ``None`` if it took
+        the lock without waiting (the fast path records no time)
+    """
+
+    task: str | None
+    label: str | None
+    held_for_s: float | None
+
+
+@final
+@dataclass(frozen=True)
+class WaiterSnapshot:
+    """A task waiting for a lock in a :class:`Snapshot`.
+
+    :ivar task: the name of the waiting task
+    :ivar label: the label it asked for the lock with, if any
+    :ivar waiting_for_s: how long it has been waiting, in seconds
+    :ivar timed: whether the wait has a ``timeout_ms`` of its own
+    """
+
+    task: str
+    label: str | None
+    waiting_for_s: float
+    timed: bool
+
+
+@final
+@dataclass(frozen=True)
+class LockSnapshot:
+    """One live lock in a :class:`Snapshot`.
+
+    :ivar kind: the lock's type (``"Mutex"``, ``"RWLock"``, ``"fetch"``, ...)
+    :ivar label: the lock's label
+    :ivar holders: who holds it
+    :ivar waiters: who waits for it, longest waiting first
+    """
+
+    kind: str
+    label: str
+    holders: tuple[HolderSnapshot, ...]
+    waiters: tuple[WaiterSnapshot, ...]
+
+    def __str__(self) -> str:
+        if self.holders:
+            held = ", ".join(_holder_text(h) for h in self.holders)
+        else:
+            held = "free"
+        lines = [f"{self.kind} {self.label!r}: {held}"]
+        for waiter in self.waiters:
+            label = f" as {waiter.label!r}" if waiter.label is not None else ""
+            timed = " (with a timeout)" if waiter.timed else ""
+            lines.append(
+                f"    waiting: task {waiter.task!r}{label}"
+                f" for {waiter.waiting_for_s:.3f}s{timed}"
+            )
+        return "\n".join(lines)
+
+
+def _holder_text(holder: HolderSnapshot) -> str:
+    task = f"task {holder.task!r}" if holder.task is not None else "a task"
+    label = f" as {holder.label!r}" if holder.label is not None else ""
+    since = f" for {holder.held_for_s:.3f}s" if holder.held_for_s is not None else ""
+    return f"held by {task}{label}{since}"
+
+
+@final
+@dataclass(frozen=True)
+class Snapshot:
+    """The state of every live lock of the package at one moment.
+
+    ``str()`` of it is a "who waits for whom" report, one paragraph per lock that is
+    held or waited for.
+
+    :ivar locks: every live lock that is held or waited for
+    :ivar taken_at: ``time.monotonic()`` when it was taken
+    """
+
+    locks: tuple[LockSnapshot, ...]
+    taken_at: float
+
+    def __str__(self) -> str:
+        if not self.locks:
+            return "anyio_mutex: no lock is held or waited for"
+        body = "\n".join(str(lock) for lock in self.locks)
+        return f"anyio_mutex: {len(self.locks)} lock(s) held or waited for\n{body}"
+
+
+def snapshot() -> Snapshot:
+    """Return who holds and who waits for every live lock of the package, now.
+
+    Locks are referenced weakly: a lock that was garbage collected is not reported.
+    Locks that are free and unwaited are left out. Waiters are listed while deadlock
+    detection is on (it is unless switched off). It reads plain data and never
+    touches an event loop, so it can be called from anywhere, a signal handler
+    included (see :func:`install_snapshot_signal`).
+
+    :return: a frozen :class:`Snapshot`; ``print(snapshot())`` shows the report
+    """
+    now = time.monotonic()
+    # list() copies in one C call each, so a weakref callback or another thread
+    # cannot change a container while it is iterated.
+    waits: dict[int, list[_Wait]] = {}
+    for wait in list(registry.waiting.values()):
+        while wait is not None:
+            waits.setdefault(_ident(wait.resource, wait.key), []).append(wait)
+            wait = wait.prev  # type: ignore[assignment]
+    names = {tid: w.task_name for tid, w in list(registry.waiting.items())}
+    locks: list[LockSnapshot] = []
+    for ref in list(registry.sources.values()):
+        source = ref()
+        if source is None:
+            continue
+        for view in list(source._wg_locks()):
+            waiters = sorted(
+                waits.pop(_ident(view.resource, view.key), ()),
+                key=lambda w: w.since,
+            )
+            if not view.holders and not waiters:
+                continue
+            locks.append(
+                LockSnapshot(
+                    kind=view.kind,
+                    label=view.label,
+                    holders=tuple(
+                        HolderSnapshot(
+                            task=h.task_name or names.get(h.task_id),
+                            label=h.label,
+                            held_for_s=None if h.since is None else now - h.since,
+                        )
+                        for h in view.holders
+                    ),
+                    waiters=tuple(
+                        WaiterSnapshot(w.task_name, w.label, now - w.since, w.bounded)
+                        for w in waiters
+                    ),
+                )
+            )
+    return Snapshot(tuple(locks), now)
+
+
+def _ident(resource: object, key: object) -> int:
+    # Identity, not equality; every lock (a fetch, a key's mutex) is its own object,
+    # and the key only tells a lock which of its waiters asks (an RWLock's).
+    return id(resource)
+
+
+def install_snapshot_signal(
+    signum: int | None = None, *, file: TextIO | None = None
+) -> Callable[[], None]:
+    """Print :func:`snapshot` to stderr whenever the process receives ``signum``.
+
+    So an operator can ask a hung service what it waits for: ``kill -USR1 <pid>``.
+    Works on asyncio and trio alike: the handler is a plain :func:`signal.signal`
+    handler that formats the report synchronously. Python runs it on the main thread
+    between two bytecodes, and every registry update is a single dict or set
+    operation, so it always sees a consistent registry; it copies each container
+    before iterating it and never touches an event loop. A failure while formatting
+    is printed instead of propagating into the interrupted code.
+
+    Call it from the main thread (a :mod:`signal` rule).
+
+    :param signum: the signal, ``signal.SIGUSR1`` by default (where it exists)
+    :param file: where to print (default: ``sys.stderr`` at the time of the signal)
+    :return: a function that restores the previous handler
+    :raises ValueError: if ``signum`` is not a valid signal, or this is not the main
+        thread
+    :raises TypeError: if ``signum`` is not an int
+    """
+    if signum is None:
+        signum = getattr(signal, "SIGUSR1", None)
+        if signum is None:  # pragma: no cover - Windows
+            raise ValueError("signum is required where SIGUSR1 does not exist")
+    if isinstance(signum, bool) or not isinstance(signum, int):
+        raise TypeError(f"signum must be an int, got {signum!r}")
+
+    def handler(signo: int, frame: FrameType | None) -> None:
+        out = file if file is not None else sys.stderr
+        try:
+            report = str(snapshot())
+        except Exception as exc:  # pragma: no cover - a dump must never crash a service
+            report = f"anyio_mutex: snapshot failed: {exc!r}"
+        print(report, file=out, flush=True)
+
+    previous = signal.signal(signum, handler)
+
+    def restore() -> None:
+        signal.signal(signum, previous)
+
+    return restore
+
+
+_configure_from_environment()

@@ -1,0 +1,466 @@
+"""Deadlock detection through the real locks and fetches, on every backend."""
+
+from __future__ import annotations
+
+import gc
+import random
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from anyio import wait_all_tasks_blocked
+
+from anyio_mutex import (
+    AsyncMutex,
+    DeadlockError,
+    KeyedMutex,
+    Mutex,
+    MutexTimeoutError,
+    RefreshCache,
+    RWLock,
+    disable_deadlock_detection,
+    enable_deadlock_detection,
+    snapshot,
+)
+from anyio_mutex._waitgraph import registry
+
+from .conftest import asyncio_only
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def _registry_left_clean() -> Iterator[None]:
+    yield
+    assert registry.waiting == {}, "a wait was left registered"
+
+
+# --- fetches ----------------------------------------------------------------------
+
+
+async def test_fetch_awaiting_its_own_key_raises_at_once() -> None:
+    cache: RefreshCache[str, int] = RefreshCache(label="users")
+
+    async def fetch() -> int:
+        # A long timeout: without detection this would hang for a minute.
+        return await cache.get_or_refresh("u1", fetch, timeout_ms=60_000)
+
+    with anyio.fail_after(5):
+        with pytest.raises(DeadlockError) as info:
+            await cache.get_or_refresh("u1", fetch)
+    (step,) = info.value.cycle
+    assert step.waits_for == "users: the fetch of key 'u1'"
+    assert step.task == step.holder_task
+
+
+async def test_two_fetchers_waiting_for_each_others_keys() -> None:
+    cache: RefreshCache[str, str] = RefreshCache(label="pair")
+    a_started, b_started = anyio.Event(), anyio.Event()
+    errors: list[DeadlockError] = []
+
+    async def fetch_a() -> str:
+        a_started.set()
+        await b_started.wait()  # "b" has its own leader now
+        b = await cache.get_or_refresh("b", fetch_b)
+        return "a+" + b
+
+    async def fetch_b() -> str:
+        b_started.set()
+        await wait_all_tasks_blocked()  # the leader of "a" is parked on "b" now
+        try:
+            return "b+" + await cache.get_or_refresh("a", fetch_a)
+        except DeadlockError as exc:
+            errors.append(exc)
+            return "b"  # give up on "a": the leader of "a" then gets this value
+
+    results: dict[str, str] = {}
+
+    async def get(key: str) -> None:
+        results[key] = await cache.get_or_refresh(
+            key, fetch_a if key == "a" else fetch_b
+        )
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(get, "a")
+            await a_started.wait()
+            tg.start_soon(get, "b")
+    (error,) = errors
+    assert {s.waits_for for s in error.cycle} == {
+        "pair: the fetch of key 'a'",
+        "pair: the fetch of key 'b'",
+    }
+    assert results == {"a": "a+b", "b": "b"}
+
+
+async def test_fetch_waits_with_timeout_still_time_out_without_a_cycle() -> None:
+    cache: RefreshCache[str, int] = RefreshCache(label="slow")
+    release = anyio.Event()
+
+    async def slow() -> int:
+        await release.wait()
+        return 1
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cache.get_or_refresh, "k", slow)
+            await wait_all_tasks_blocked()
+            with pytest.raises(MutexTimeoutError):
+                await cache.get_or_refresh("k", slow, timeout_ms=20)
+            release.set()
+
+
+# --- locks ------------------------------------------------------------------------
+
+Hold = Callable[[Any], AbstractAsyncContextManager[Any]]
+
+
+def _mutexes(kind: str) -> tuple[Callable[[str], Any], Hold]:
+    """A factory of named locks of ``kind`` and how to hold one."""
+    if kind == "Mutex":
+        return Mutex, lambda lock: lock
+    if kind == "AsyncMutex":
+        return AsyncMutex, lambda lock: lock.hold()
+    keyed: KeyedMutex[str] = KeyedMutex(label="km")
+    return (lambda name: name), lambda key: keyed.hold(key)
+
+
+LOCK_KINDS = ["Mutex", "AsyncMutex", "KeyedMutex"]
+
+
+@pytest.mark.parametrize("kind", LOCK_KINDS)
+async def test_two_tasks_crossing_one_gets_the_error_the_other_completes(
+    kind: str,
+) -> None:
+    make, hold = _mutexes(kind)
+    a, b = make("A"), make("B")
+    a_held, b_held = anyio.Event(), anyio.Event()
+    errors: dict[str, DeadlockError] = {}
+    completed: list[str] = []
+
+    async def first() -> None:
+        async with hold(a):
+            a_held.set()
+            await b_held.wait()
+            async with hold(b):  # parks: "second" holds B
+                completed.append("first")
+
+    async def second() -> None:
+        async with hold(b):
+            b_held.set()
+            await wait_all_tasks_blocked()  # "first" is parked on B now
+            try:
+                async with hold(a):
+                    completed.append("second")  # pragma: no cover - must not happen
+            except DeadlockError as exc:
+                errors["second"] = exc
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first, name="first")
+            await a_held.wait()
+            tg.start_soon(second, name="second")
+    assert completed == ["first"]
+    (error,) = errors.values()
+    assert [step.task for step in error.cycle] == ["second", "first"]
+    labels = [step.waits_for for step in error.cycle]
+    if kind == "KeyedMutex":
+        assert labels == ["km['A']", "km['B']"]
+    else:
+        assert labels == ["A", "B"]
+        assert [step.held_by for step in error.cycle] == ["A", "B"]
+    assert "'first'" in str(error)
+    assert "'second'" in str(error)
+
+
+@pytest.mark.parametrize("kind", LOCK_KINDS)
+async def test_three_locks_in_a_cycle(kind: str) -> None:
+    make, hold = _mutexes(kind)
+    locks = [make(name) for name in "XYZ"]
+    held = [anyio.Event() for _ in locks]
+    errors: list[DeadlockError] = []
+    completed: list[int] = []
+
+    async def worker(i: int) -> None:
+        async with hold(locks[i]):
+            held[i].set()
+            for event in held:
+                await event.wait()
+            if i == 2:
+                await wait_all_tasks_blocked()  # 0 and 1 are parked
+            try:
+                async with hold(locks[(i + 1) % 3]):
+                    completed.append(i)
+            except DeadlockError as exc:
+                errors.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for i in range(2):
+                tg.start_soon(worker, i, name=f"w{i}")
+            await wait_all_tasks_blocked()
+            tg.start_soon(worker, 2, name="w2")
+    (error,) = errors
+    assert [step.task for step in error.cycle] == ["w2", "w0", "w1"]
+    assert sorted(completed) == [0, 1]
+
+
+async def test_rwlock_reader_waiting_for_a_lock_of_a_task_waiting_to_write() -> None:
+    rw = RWLock("rw")
+    m = Mutex("m")
+    read_held, m_held = anyio.Event(), anyio.Event()
+    errors: list[DeadlockError] = []
+    wrote: list[bool] = []
+
+    async def reader() -> None:
+        async with rw.read(label="the-reader"):
+            read_held.set()
+            await m_held.wait()
+            await wait_all_tasks_blocked()  # the writer is parked on rw
+            try:
+                async with m:
+                    pass  # pragma: no cover - must not happen
+            except DeadlockError as exc:
+                errors.append(exc)
+
+    async def writer() -> None:
+        async with m:
+            m_held.set()
+            async with rw.write(label="the-writer"):
+                wrote.append(True)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader, name="reader")
+            await read_held.wait()
+            tg.start_soon(writer, name="writer")
+    (error,) = errors
+    assert [(s.task, s.waits_for, s.held_by) for s in error.cycle] == [
+        ("reader", "m", "m"),
+        ("writer", "rw", "the-reader"),
+    ]
+    assert wrote == [True]
+
+
+async def test_a_waiter_for_a_running_holder_is_never_reported() -> None:
+    m = Mutex("m")
+    order: list[str] = []
+
+    async def other() -> None:
+        async with m:
+            order.append("other")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg, m:
+            tg.start_soon(other)
+            await wait_all_tasks_blocked()
+            assert len(registry.waiting) == 1
+            order.append("me")
+    assert order == ["me", "other"]
+
+
+async def test_timeout_waits_still_time_out_without_a_cycle() -> None:
+    m = AsyncMutex("m")
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            release = anyio.Event()
+
+            async def holder() -> None:
+                async with m.hold():
+                    await release.wait()
+
+            tg.start_soon(holder)
+            await wait_all_tasks_blocked()
+            with pytest.raises(MutexTimeoutError):
+                await m.acquire(timeout_ms=20)
+            release.set()
+
+
+@pytest.mark.parametrize("seed", [20261130])
+async def test_consistent_order_with_cancellations_never_deadlocks(seed: int) -> None:
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    locks = [AsyncMutex(f"L{i}") for i in range(5)]
+    outcomes = {"ok": 0, "timeout": 0, "cancelled": 0}
+
+    async def worker() -> None:
+        for _ in range(30):
+            chosen = sorted(rng.sample(range(len(locks)), rng.randint(1, 3)))
+            timeout = rng.choice([None, None, 1.0, 5.0])
+            with anyio.CancelScope() as scope:
+                if rng.random() < 0.2:
+                    scope.deadline = anyio.current_time() + rng.random() * 0.003
+                try:
+                    async with AsyncExitStack() as stack:
+                        for i in chosen:
+                            await stack.enter_async_context(
+                                locks[i].hold(timeout_ms=timeout)
+                            )
+                            await anyio.lowlevel.checkpoint()
+                    outcomes["ok"] += 1
+                except MutexTimeoutError:
+                    outcomes["timeout"] += 1
+            if scope.cancelled_caught:
+                outcomes["cancelled"] += 1
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for _ in range(12):
+                tg.start_soon(worker)
+    assert sum(outcomes.values()) == 12 * 30
+    assert outcomes["ok"] > 0
+    assert all(not lock.locked() for lock in locks)
+
+
+async def test_snapshot_of_a_held_and_waited_lock() -> None:
+    m = AsyncMutex("snap-lock")
+    gone = Mutex("snap-gone")
+    release = anyio.Event()
+
+    async def holder() -> None:
+        async with m.hold(label="the-holder"):
+            await release.wait()
+
+    async def waiter() -> None:
+        async with m.hold(label="the-waiter"):
+            pass
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(holder, name="holder-task")
+            await wait_all_tasks_blocked()
+            tg.start_soon(waiter, name="waiter-task")
+            await wait_all_tasks_blocked()
+            async with gone:
+                pass
+            del gone
+            gc.collect()
+            snap = snapshot()
+            release.set()
+    (lock,) = [lock for lock in snap.locks if lock.label.startswith("snap-")]
+    assert lock.label == "snap-lock"
+    assert lock.kind == "AsyncMutex"
+    assert [(h.task, h.label) for h in lock.holders] == [("holder-task", "the-holder")]
+    assert [(w.task, w.label) for w in lock.waiters] == [("waiter-task", "the-waiter")]
+    text = str(snap)
+    assert "AsyncMutex 'snap-lock': held by task 'holder-task' as 'the-holder'" in text
+    assert "waiting: task 'waiter-task' as 'the-waiter'" in text
+
+
+async def test_detection_off_parks_as_before() -> None:
+    disable_deadlock_detection()
+    try:
+        m = Mutex("m")
+        async with m, anyio.create_task_group() as tg:
+            tg.start_soon(m.acquire)
+            await wait_all_tasks_blocked()
+            assert registry.waiting == {}
+            tg.cancel_scope.cancel()
+    finally:
+        enable_deadlock_detection()
+
+
+@asyncio_only
+async def test_native_task_cancel_leaves_no_waiter_behind() -> None:
+    import asyncio
+
+    for lock in (Mutex("m"), RWLock("rw")):
+        hold = lock if isinstance(lock, Mutex) else lock.write()
+        async with hold:
+            task = asyncio.get_running_loop().create_task(_take(lock))
+            await wait_all_tasks_blocked()
+            assert len(registry.waiting) == 1
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert registry.waiting == {}
+
+
+async def _take(lock: Any) -> None:
+    if isinstance(lock, Mutex):
+        async with lock:
+            pass
+    else:
+        async with lock.write():
+            pass
+
+
+async def test_lock_order_checker_shares_the_holder_table() -> None:
+    # One registry: the checker's holders are what snapshot() reads held times from.
+    from anyio_mutex import disable_lock_order_checks, enable_lock_order_checks
+
+    enable_lock_order_checks()
+    try:
+        m, rw = AsyncMutex("timed-m"), RWLock("timed-rw")
+        async with m.hold(label="holder"), rw.read():
+            assert len(registry.held) == 1
+            (held,) = registry.held.values()
+            assert [label for _, label, _ in held] == ["timed-m", "timed-rw"]
+            locks = {lock.label: lock for lock in snapshot().locks}
+            for label in ("timed-m", "timed-rw"):
+                (holder,) = locks[label].holders
+                assert holder.held_for_s is not None
+                assert holder.held_for_s >= 0
+            assert "held by task" in str(locks["timed-m"])
+        assert registry.held == {}
+    finally:
+        disable_lock_order_checks()
+
+
+async def test_snapshot_lists_keys_rwlocks_permits_and_fetches() -> None:
+    from anyio_mutex import Semaphore
+
+    keyed: KeyedMutex[str] = KeyedMutex(label="snapkm")
+    rw, sem = RWLock("snaprw"), Semaphore(1, label="snapsem")
+    cache: RefreshCache[str, int] = RefreshCache(label="snapcache")
+    release = anyio.Event()
+
+    async def holder() -> None:
+        key, read, permit = (
+            keyed.hold("a", label="key-owner"),
+            rw.read(label="reader"),
+            sem.hold(label="permit"),
+        )
+        async with key, read, permit:
+            await release.wait()
+
+    async def fetch() -> int:
+        await release.wait()
+        return 1
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(holder, name="holder")
+            tg.start_soon(cache.get_or_refresh, "k", fetch, name="leader")
+            await wait_all_tasks_blocked()
+            tg.start_soon(keyed.acquire, "a", name="key-waiter")
+            tg.start_soon(rw.acquire_write, name="writer")
+            tg.start_soon(sem.acquire, name="permit-waiter")
+            tg.start_soon(cache.get_or_refresh, "k", fetch, name="follower")
+            await wait_all_tasks_blocked()
+            snap = snapshot()
+            tg.cancel_scope.cancel()
+    locks = {lock.label: lock for lock in snap.locks if "snap" in lock.label}
+    assert locks.keys() == {
+        "snapkm['a']",
+        "snaprw",
+        "snapsem",
+        "snapcache: the fetch of key 'k'",
+    }
+    assert locks["snapkm['a']"].kind == "KeyedMutex"
+    assert [h.label for h in locks["snapkm['a']"].holders] == ["key-owner"]
+    assert [h.label for h in locks["snaprw"].holders] == ["reader"]
+    assert [h.label for h in locks["snapsem"].holders] == ["permit"]
+    assert [h.task for h in locks["snapcache: the fetch of key 'k'"].holders] == [
+        "leader"
+    ]
+    waiters = {label: [w.task for w in lock.waiters] for label, lock in locks.items()}
+    assert waiters == {
+        "snapkm['a']": ["key-waiter"],
+        "snaprw": ["writer"],
+        "snapsem": ["permit-waiter"],
+        "snapcache: the fetch of key 'k'": ["follower"],
+    }
