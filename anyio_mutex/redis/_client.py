@@ -15,7 +15,8 @@ which library the user's client comes from. The calls are:
   ``confirmed`` says whether ``replicas`` replicas acknowledged in time (and
   ``result`` may then be ``None``: the script's answer is not always known).
 - ``await c.blpop(key, timeout_s)``: block until ``key`` has an element or the time
-  runs out (the wake-up path); returns nothing.
+  runs out (the wake-up path); returns the popped element, or ``None`` if the time
+  ran out.
 - ``await c.exists(key)``, ``await c.set(key, value, px_ms)``, ``await c.delete(key)``,
   ``await c.publish(channel, message)``.
 - ``async with c.subscribe(channel) as messages:`` subscribes on a connection of its
@@ -96,7 +97,7 @@ class _Client(Protocol):
         aof: bool = False,
     ) -> tuple[Any, bool]: ...
 
-    async def blpop(self, key: str, timeout_s: float) -> None: ...
+    async def blpop(self, key: str, timeout_s: float) -> Any: ...
 
     async def exists(self, key: str) -> int: ...
 

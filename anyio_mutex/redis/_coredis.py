@@ -76,8 +76,9 @@ class _Coredis:
             return None, False
         return result, True
 
-    async def blpop(self, key: str, timeout_s: float) -> None:
-        await self._client.blpop([key], timeout=timeout_s)
+    async def blpop(self, key: str, timeout_s: float) -> Any:
+        reply = await self._client.blpop([key], timeout=timeout_s)
+        return None if reply is None else reply[1]
 
     async def exists(self, key: str) -> int:
         return int(await self._client.exists([key]))

@@ -104,10 +104,11 @@ class _RedisPy:
             return result, local >= 1 and remote >= replicas
         return result, int(acknowledged) >= replicas
 
-    async def blpop(self, key: str, timeout_s: float) -> None:
+    async def blpop(self, key: str, timeout_s: float) -> Any:
         if not self._checked:
             self._check()
-        await self._client.blpop([key], timeout=timeout_s)
+        reply = await self._client.blpop([key], timeout=timeout_s)
+        return None if reply is None else reply[1]
 
     async def exists(self, key: str) -> int:
         if not self._checked:

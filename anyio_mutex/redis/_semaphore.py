@@ -8,17 +8,16 @@ import secrets
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar, final
+from typing import NoReturn, TypeVar, final
 
 import anyio
 import anyio.lowlevel
-import coredis
 
 from .._errors import MutexTimeoutError
 from .._semaphore import _check_limit
 from .._validation import check_label, check_timeout_ms
 from ._checks import _check_lease_ms, _check_ms
-from ._client import _call, _check_client
+from ._client import _adapt, _call, _Client, _hash_tag
 from ._errors import LockUnavailableError
 from ._holding import _hold
 from ._lease import RedisLease, _drift_s, _Turn
@@ -109,7 +108,10 @@ class RedisSemaphore:
     connection whatever the number of its waiting tasks. That task also wakes when
     the next permit or ticket expires, or after ``poll_ms`` at most, and tries again.
 
-    :param client: a connected ``coredis.Redis`` (used inside ``async with client:``)
+    :param client: a connected client, as :class:`RedisMutex` takes: ``coredis.Redis``
+        or ``coredis.RedisCluster`` (asyncio and trio), or on asyncio
+        ``redis.asyncio.Redis``, ``redis.asyncio.RedisCluster`` or
+        ``valkey.asyncio.Valkey``
     :param name: the semaphore's name
     :param limit: the number of permits, at least 1
     :param lease_ms: how long a permit lasts without renewal
@@ -117,7 +119,8 @@ class RedisSemaphore:
         such as ``~app:*``). The keys are ``<key_prefix>{<name>}:`` followed by
         ``permits``, ``owners``, ``queue``, ``beats``, ``woken``, ``passed``,
         ``fence``, ``wake:<object id>`` and ``released:<token>``; the hash tag
-        ``{<name>}`` keeps them in one cluster slot.
+        ``{<name>}`` keeps them in one cluster slot (a ``}`` in the name is written
+        ``\\]`` and a ``\\`` as ``\\\\``, so that the tag stays whole).
     :param label: a name shown in errors and the default holder label
     :param renew_ms: how often ``hold()`` renews (default: a third of the lease)
     :param poll_ms: the longest a waiter goes without trying again
@@ -146,7 +149,6 @@ class RedisSemaphore:
         "_poll_s",
         "_renew_s",
         "_renewals",
-        "_scripts",
         "_tag",
         "_ticket_ms",
         "_timeouts",
@@ -158,7 +160,7 @@ class RedisSemaphore:
 
     def __init__(
         self,
-        client: coredis.Redis[Any],
+        client: object,
         name: str,
         *,
         limit: int,
@@ -169,7 +171,7 @@ class RedisSemaphore:
         poll_ms: float = 1000,
         op_timeout_ms: float = 2000,
     ) -> None:
-        _check_client(client)
+        adapted = _adapt(client)
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty str, got {name!r}")
         _check_limit(limit)
@@ -190,7 +192,7 @@ class RedisSemaphore:
         if poll == math.inf or op == math.inf:
             bad = "poll_ms" if poll == math.inf else "op_timeout_ms"
             raise ValueError(f"{bad} must be finite, got {math.inf!r}")
-        self._client = client
+        self._client: _Client = adapted
         self.name = name
         self.label = label
         self._limit = limit
@@ -198,7 +200,7 @@ class RedisSemaphore:
         self._renew_s = (renew if renew is not None else lease / 3) / 1000
         self._poll_s = poll / 1000
         self._op_timeout_s = op / 1000
-        self._tag = tag = key_prefix + "{" + name + "}"
+        self._tag = tag = key_prefix + _hash_tag(name)
         self._keys = tuple(
             f"{tag}:{part}"
             for part in ("permits", "owners", "queue", "beats", "woken", "passed")
@@ -211,12 +213,6 @@ class RedisSemaphore:
         # lateness and a round trip); it is dropped this long after the last refresh.
         self._ticket_ms = int(2 * poll + 2 * op + 200)
         self._marker_ms = max(1, int(2 * op))
-        self._scripts = (
-            client.register_script(_ACQUIRE),
-            client.register_script(_RELEASE),
-            client.register_script(_RENEW),
-            client.register_script(_HOLDERS),
-        )
         self._drift_s = _drift_s(self._lease_ms / 1000)
         # This object's waiting acquisitions, by token, in arrival order. One of them
         # at a time (the listener) blocks on the wake-up list and wakes the others.
@@ -236,7 +232,9 @@ class RedisSemaphore:
     async def _call(
         self, what: str, request: Callable[[], Awaitable[T]], extra_s: float = 0.0
     ) -> T:
-        return await _call(self.name, what, self._op_timeout_s + extra_s, request)
+        return await _call(
+            self._client, self.name, what, self._op_timeout_s + extra_s, request
+        )
 
     async def acquire(
         self, *, timeout_ms: float | None = None, label: str | None = None
@@ -337,9 +335,8 @@ class RedisSemaphore:
         if now >= self._beaten_at + self._poll_s:
             others = [other for other in self._waiters if other != token]
             self._beaten_at = now
-        acquire_script = self._scripts[0]
-        keys = [*self._keys, self._fence_key]
-        args: list[str | int] = [
+        keys = (*self._keys, self._fence_key)
+        args: tuple[str | int, ...] = (
             self._id,
             token,
             self._lease_ms,
@@ -349,16 +346,14 @@ class RedisSemaphore:
             self._limit - 1,
             self._tag,
             *others,
-        ]
+        )
         # Shielded: a grant whose answer we never read would be held by no one. (If
         # this raises, acquire() gives the permit back.)
-        granted: int
-        number: int
         with anyio.CancelScope(shield=True):
             granted, number = await self._call(
-                "acquire", lambda: acquire_script(keys=keys, args=args)
+                "acquire", lambda: self._client.script(_ACQUIRE, keys, args)
             )
-        return bool(granted), int(number)
+        return bool(int(granted)), int(number)
 
     async def _wait(
         self, waiter: _Waiter, wake_at: float, deadline: float | None
@@ -419,14 +414,14 @@ class RedisSemaphore:
                     await anyio.sleep(deadline - now)
                     return True
             timeout = max(block, _MIN_BLOCK_S)
-            reply = await self._call(
+            element = await self._call(
                 "wait",
-                lambda: self._client.blpop([self._wake_key], timeout=timeout),  # noqa: B023
+                lambda: self._client.blpop(self._wake_key, timeout),  # noqa: B023
                 extra_s=timeout + _SERVER_TICK_S,
             )
-            if reply is None:
+            if element is None:
                 continue
-            token = _text(reply[1])
+            token = _text(element)
             if token == waiter.token:
                 return True
             other = self._waiters.get(token)
@@ -456,9 +451,8 @@ class RedisSemaphore:
         self, token: str, *, want_owner: bool = False
     ) -> tuple[bool, str | None]:
         # Give back the permit of `token` and its ticket, whichever exists.
-        release_script = self._scripts[1]
-        keys = [*self._keys, f"{self._tag}:released:{token}"]
-        args: list[str | int] = [
+        keys = (*self._keys, f"{self._tag}:released:{token}")
+        args: tuple[str | int, ...] = (
             self._id,
             token,
             self._limit,
@@ -467,13 +461,11 @@ class RedisSemaphore:
             self._ticket_ms,
             self._marker_ms,
             "1" if want_owner else "0",
-        ]
-        released: int
-        oldest: bytes | str | None
-        released, oldest = await self._call(
-            "release", lambda: release_script(keys=keys, args=args)
         )
-        return bool(released), None if oldest is None else _text(oldest)
+        released, oldest = await self._call(
+            "release", lambda: self._client.script(_RELEASE, keys, args)
+        )
+        return bool(int(released)), None if oldest is None else _text(oldest)
 
     async def _release(self, token: str) -> bool:
         released, _ = await self._leave(token)
@@ -481,18 +473,18 @@ class RedisSemaphore:
 
     async def _renew(self, lease: RedisLease, limit_s: float | None = None) -> bool:
         # limit_s: the answer is of no use after this long (the lease has ended).
-        renew_script = self._scripts[2]
         sent_at = anyio.current_time()
         timeout_s = self._op_timeout_s if limit_s is None else limit_s
-        result: int = await _call(
+        result = await _call(
+            self._client,
             self.name,
             "renew",
             max(0.0, min(self._op_timeout_s, timeout_s)),
-            lambda: renew_script(
-                keys=[self._keys[0]], args=[lease._token, self._lease_ms]
+            lambda: self._client.script(
+                _RENEW, (self._keys[0],), (lease._token, self._lease_ms)
             ),
         )
-        if result:
+        if int(result):
             lease._expires_at = sent_at + self._lease_ms / 1000
             self._renewals += 1
         return bool(result)
@@ -520,9 +512,8 @@ class RedisSemaphore:
         return _hold(lambda: self.acquire(timeout_ms=timeout_ms, label=label))
 
     async def _holder_values(self) -> list[tuple[int, str]]:
-        holders_script = self._scripts[3]
         values: list[bytes | str] = await self._call(
-            "holders", lambda: holders_script(keys=list(self._keys[:2]))
+            "holders", lambda: self._client.script(_HOLDERS, self._keys[:2])
         )
         out = []
         for value in values:
