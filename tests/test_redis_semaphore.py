@@ -31,7 +31,14 @@ from anyio_mutex.redis import (
     RedisSemaphoreStatistics,
 )
 
-from ._redis_server import RedisServer, connect, server_fixture, unique
+from ._redis_server import (
+    RedisServer,
+    connect,
+    connect_as,
+    over_clients,
+    server_fixture,
+    unique,
+)
 from ._tcp_proxy import TcpProxy
 from .conftest import ASYNCIO_BACKENDS, asyncio_only
 
@@ -198,9 +205,12 @@ async def test_a_killed_holders_permit_goes_to_a_waiter_after_its_lease(
 # -- the limit, leases and fences -------------------------------------------------------
 
 
-async def test_acquire_returns_leases_up_to_the_limit(server: RedisServer) -> None:
+@over_clients
+async def test_acquire_returns_leases_up_to_the_limit(
+    server: RedisServer, family: str
+) -> None:
     name = unique("basic")
-    async with connect(server) as client:
+    async with connect_as(server, family) as client, connect(server) as probe:
         sem = RedisSemaphore(client, name, limit=2, lease_ms=30_000)
         first = await sem.acquire(label="a")
         second = await sem.acquire(label="b")
@@ -236,16 +246,21 @@ async def test_acquire_returns_leases_up_to_the_limit(server: RedisServer) -> No
             lost=0,
             tasks_waiting=0,
         )
-        await assert_nothing_left(client, name)
+        await assert_nothing_left(probe, name)
 
 
+@over_clients
 async def test_timeouts_report_the_real_wait_and_leave_no_ticket(
-    server: RedisServer,
+    server: RedisServer, family: str
 ) -> None:
     # Two waiting tasks of one object: one blocks at the server (the listener), the
     # other parks locally; both give up at their own deadline.
     name = unique("timeout")
-    async with connect(server) as a, connect(server) as b:
+    async with (
+        connect_as(server, family) as a,
+        connect_as(server, family) as b,
+        connect(server) as probe,
+    ):
         lease = await RedisSemaphore(a, name, limit=1, lease_ms=30_000).acquire(
             label="batch"
         )
@@ -268,35 +283,42 @@ async def test_timeouts_report_the_real_wait_and_leave_no_ticket(
             assert err.timeout_ms <= err.waited_ms < err.timeout_ms + 500
             assert (err.owner, err.label) == ("batch", name)
         assert sem.statistics().timeouts == 2
-        assert await queued(a, name) == 0
+        assert await queued(probe, name) == 0
         await lease.release()
-        await assert_nothing_left(a, name)
+        await assert_nothing_left(probe, name)
 
 
-async def test_an_acquired_lease_can_be_renewed_by_hand(server: RedisServer) -> None:
+@over_clients
+async def test_an_acquired_lease_can_be_renewed_by_hand(
+    server: RedisServer, family: str
+) -> None:
     name = unique("renew")
-    async with connect(server) as client:
+    async with connect_as(server, family) as client, connect(server) as probe:
         sem = RedisSemaphore(client, name, limit=1, lease_ms=30_000)
         lease = await sem.acquire()
-        before = float(await client.zscore(key(name, "permits"), lease._token) or 0)
+        before = float(await probe.zscore(key(name, "permits"), lease._token) or 0)
         expires_at = lease.expires_at
         await anyio.sleep(0.02)
         await lease.renew()
-        after = float(await client.zscore(key(name, "permits"), lease._token) or 0)
+        after = float(await probe.zscore(key(name, "permits"), lease._token) or 0)
         assert after > before  # the server's expiry moved
         assert lease.expires_at > expires_at  # and the local one
         assert sem.statistics().renewals == 1
-        await client.zrem(key(name, "permits"), [lease._token])
+        await probe.zrem(key(name, "permits"), [lease._token])
         with pytest.raises(LockLostError, match="no longer holds this lease"):
             await lease.renew()
         assert sem.statistics().lost == 1
 
 
+@over_clients
 async def test_expired_permit_goes_to_a_waiter_and_its_release_is_refused(
-    server: RedisServer,
+    server: RedisServer, family: str
 ) -> None:
     name = unique("expired")
-    async with connect(server) as a, connect(server) as b:
+    async with (
+        connect_as(server, family) as a,
+        connect_as(server, family) as b,
+    ):
         stale = await RedisSemaphore(a, name, limit=1, lease_ms=200).acquire(
             label="stalls"
         )
@@ -327,11 +349,16 @@ async def test_fences_keep_increasing_when_the_fence_key_is_lost(
         assert fences == sorted(set(fences))
 
 
+@over_clients
 async def test_renewal_keeps_a_long_body_and_never_bumps_the_fence(
-    server: RedisServer,
+    server: RedisServer, family: str
 ) -> None:
     name = unique("long")
-    async with connect(server) as a, connect(server) as b:
+    async with (
+        connect_as(server, family) as a,
+        connect_as(server, family) as b,
+        connect(server) as probe,
+    ):
         sem = RedisSemaphore(a, name, limit=1, lease_ms=200, renew_ms=40)
         other = RedisSemaphore(b, name, limit=1)
         async with sem.hold(label="long job") as lease:
@@ -339,22 +366,26 @@ async def test_renewal_keeps_a_long_body_and_never_bumps_the_fence(
                 await anyio.sleep(0.1)
                 with pytest.raises(MutexTimeoutError):
                     await other.acquire(timeout_ms=0)
-            assert int(await a.get(key(name, "fence")) or 0) == lease.fence
+            assert int(await probe.get(key(name, "fence")) or 0) == lease.fence
         assert sem.statistics().renewals >= 3
         assert await other.available() == 1
-        await assert_nothing_left(a, name)
+        await assert_nothing_left(probe, name)
 
 
+@over_clients
 async def test_a_permit_deleted_at_the_server_cancels_the_body(
-    server: RedisServer,
+    server: RedisServer, family: str
 ) -> None:
     name = unique("lost")
-    async with connect(server) as a, connect(server) as b:
+    async with (
+        connect_as(server, family) as a,
+        connect(server) as probe,
+    ):
         sem = RedisSemaphore(a, name, limit=2, lease_ms=5000, renew_ms=30)
         finished = False
         with anyio.fail_after(5), pytest.raises(LockLostError) as exc_info:  # noqa: PT012
             async with sem.hold(label="victim") as lease:
-                await b.zrem(key(name, "permits"), [lease._token])
+                await probe.zrem(key(name, "permits"), [lease._token])
                 await anyio.sleep_forever()
                 finished = True
         assert not finished
@@ -403,9 +434,16 @@ async def test_body_exception_leaves_as_itself_and_frees_the_permit(
 # -- waiting: wake-ups, fairness, traffic --------------------------------------------
 
 
-async def test_waiter_is_woken_by_release_not_by_polling(server: RedisServer) -> None:
+@over_clients
+async def test_waiter_is_woken_by_release_not_by_polling(
+    server: RedisServer, family: str
+) -> None:
     name = unique("wake")
-    async with connect(server) as a, connect(server) as b:
+    async with (
+        connect_as(server, family) as a,
+        connect_as(server, family) as b,
+        connect(server) as probe,
+    ):
         lease = await RedisSemaphore(a, name, limit=1, lease_ms=30_000).acquire()
         waiter = RedisSemaphore(b, name, limit=1, lease_ms=30_000, poll_ms=30_000)
         got = anyio.Event()
@@ -418,7 +456,7 @@ async def test_waiter_is_woken_by_release_not_by_polling(server: RedisServer) ->
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(wait)
-                await wait_until(lambda: _has_queued(a, name, 1))
+                await wait_until(lambda: _has_queued(probe, name, 1))
                 released_at = anyio.current_time()
                 await lease.release()
                 await got.wait()  # without the wake-up this would take 30 s
@@ -429,11 +467,17 @@ async def _has_queued(client: coredis.Redis[bytes], name: str, n: int) -> bool:
     return await queued(client, name) >= n
 
 
+@over_clients
 async def test_waiters_of_several_clients_are_served_in_arrival_order(
-    server: RedisServer,
+    server: RedisServer, family: str
 ) -> None:
     name = unique("fifo")
-    async with connect(server) as a, connect(server) as b, connect(server) as c:
+    async with (
+        connect_as(server, family) as a,
+        connect_as(server, family) as b,
+        connect_as(server, family) as c,
+        connect(server) as probe,
+    ):
         holder = RedisSemaphore(a, name, limit=1, lease_ms=30_000)
         lease = await holder.acquire()
         order: list[int] = []
@@ -449,10 +493,10 @@ async def test_waiters_of_several_clients_are_served_in_arrival_order(
                 for i in range(6):
                     client = (b, c)[i % 2]
                     tg.start_soon(waiter, RedisSemaphore(client, name, limit=1), i)
-                    await wait_until(functools.partial(_has_queued, a, name, i + 1))
+                    await wait_until(functools.partial(_has_queued, probe, name, i + 1))
                 await lease.release()
         assert order == list(range(6))
-        await assert_nothing_left(a, name)
+        await assert_nothing_left(probe, name)
 
 
 async def test_a_stalled_waiter_is_overtaken_at_most_limit_minus_one_times(
@@ -738,7 +782,7 @@ async def test_bad_arguments_raise_before_anything_happens(server: RedisServer) 
         with pytest.raises(ValueError, match="poll_ms must be finite"):
             RedisSemaphore(client, "x", limit=1, poll_ms=float("inf"))
         with pytest.raises(TypeError, match=r"client must be a coredis\.Redis"):
-            RedisSemaphore(object(), "x", limit=1)  # type: ignore[arg-type]
+            RedisSemaphore(object(), "x", limit=1)
         name = unique("args")
         sem = RedisSemaphore(client, name, limit=1)
         with pytest.raises(ValueError, match="timeout_ms must be >= 0"):
