@@ -6,6 +6,7 @@ over all of them (``over_clients`` in tests/_redis_server.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -13,13 +14,20 @@ import pytest
 import redis.asyncio
 import valkey.asyncio
 
-from anyio_mutex.redis import RedisMutex, RedisRefreshCache
+from anyio_mutex.redis import RedisMutex, RedisRefreshCache, RedisSemaphore
 
 from ._redis_server import RedisServer, server_fixture, unique
 
 server = server_fixture()
 
 TRIO_ONLY = [pytest.param(("trio", {}), id="trio")]
+
+#: Every Redis primitive, made from a client as a user would.
+MAKERS: dict[str, Callable[[Any], object]] = {
+    "RedisMutex": lambda client: RedisMutex(client, unique("trio")),
+    "RedisRefreshCache": lambda client: RedisRefreshCache(client),
+    "RedisSemaphore": lambda client: RedisSemaphore(client, unique("trio"), limit=2),
+}
 
 
 def asyncio_only_clients(port: int) -> list[Any]:
@@ -31,14 +39,13 @@ def asyncio_only_clients(port: int) -> list[Any]:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", TRIO_ONLY)
-@pytest.mark.parametrize("make", [RedisMutex, RedisRefreshCache])
+@pytest.mark.parametrize("make", list(MAKERS.values()), ids=list(MAKERS))
 async def test_asyncio_only_client_under_trio_fails_at_construction(
-    server: RedisServer, make: Any
+    server: RedisServer, make: Callable[[Any], object]
 ) -> None:
     for client in asyncio_only_clients(server.port):
-        args = (client, unique("trio")) if make is RedisMutex else (client,)
         with pytest.raises(TypeError) as exc_info:
-            make(*args)
+            make(client)
         message = str(exc_info.value)
         assert "runs on asyncio only" in message
         assert "coredis.Redis" in message

@@ -9,12 +9,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from anyio_mutex import MutexTimeoutError
-from anyio_mutex.redis import RedisMutex, RedisRefreshCache
+from anyio_mutex.redis import RedisMutex, RedisRefreshCache, RedisSemaphore
 
 from ._redis_server import (
     ASYNCIO_ONLY,
@@ -113,6 +114,63 @@ async def test_waiter_on_the_cluster_is_woken_by_release(
                 await got.wait()
             # Generous for a loaded 2-core machine; polling would take 30 s.
             assert anyio.current_time() - released_at < 2
+
+
+@pytest.mark.heavy  # servers of its own: asyncio and trio are enough
+@over_clients
+async def test_semaphores_in_three_slots_on_three_nodes_are_woken_by_release(
+    cluster: RedisClusterServers, family: str
+) -> None:
+    names = names_on_every_node(cluster, unique("sem"))
+    async with (
+        connect_cluster(cluster, family) as a,
+        connect_cluster(cluster, family) as b,
+    ):
+        for name in names:
+            with anyio.fail_after(10):
+                await semaphore_on_the_cluster(cluster, a, b, name)
+    assert {cluster.node_of(_lock_key(n)) for n in names} == {0, 1, 2}
+
+
+async def semaphore_on_the_cluster(
+    cluster: RedisClusterServers, a: Any, b: Any, name: str
+) -> None:
+    """A permit held through ``a`` is refused to ``b``, then handed to ``b``'s waiter
+    by the release's wake-up (its poll_ms is 30 s)."""
+    holder = RedisSemaphore(a, name, limit=1, lease_ms=30_000)
+    waiter = RedisSemaphore(b, name, limit=1, lease_ms=30_000, poll_ms=30_000)
+    # Every key of one semaphore in one slot, whatever braces the name holds.
+    keys = (*holder._keys, holder._fence_key, holder._wake_key, waiter._wake_key)
+    assert len({cluster.keyslot(key) for key in keys}) == 1, (name, keys)
+    assert cluster.node_of(holder._keys[0]) == cluster.node_of(_lock_key(name))
+    lease = await holder.acquire(label=f"first {name}")
+    with pytest.raises(MutexTimeoutError) as exc_info:
+        await waiter.acquire(timeout_ms=0)
+    assert exc_info.value.owner == f"first {name}"
+    got = anyio.Event()
+    fences: list[int] = []
+
+    async def wait() -> None:
+        second = await waiter.acquire(timeout_ms=20_000)
+        fences.append(second.fence)
+        got.set()
+        await second.release()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait)
+        # No event exists for "the other client's ticket reached the server": poll
+        # it (bounded here and by the caller's fail_after).
+        for _ in range(2000):
+            if int(await a.zcard(holder._keys[2])):
+                break
+            await anyio.sleep(0.005)
+        released_at = anyio.current_time()
+        await lease.release()
+        await got.wait()
+        # Generous for a loaded 2-core machine; polling would take 30 s.
+        assert anyio.current_time() - released_at < 2
+    assert fences[0] > lease.fence
+    assert await holder.available() == 1
 
 
 def test_cross_process_stampede_on_the_cluster_fetches_once(
