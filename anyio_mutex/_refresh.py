@@ -292,13 +292,13 @@ class RefreshCache(Generic[K, V]):
         if (
             ttl_s is not _UNSET
             and ttl_s is not None
-            and not (type(ttl_s) in _NUMBER_TYPES and ttl_s >= 0)  # type: ignore[operator]
+            and not (type(ttl_s) in _NUMBER_TYPES and ttl_s >= 0)  # type: ignore[operator]  # pyright: ignore[reportOperatorIssue]
         ):
             _check_ttl(ttl_s)
         if (
             timeout_ms is not _UNSET
             and timeout_ms is not None
-            and not (type(timeout_ms) in _NUMBER_TYPES and timeout_ms >= 0)  # type: ignore[operator]
+            and not (type(timeout_ms) in _NUMBER_TYPES and timeout_ms >= 0)  # type: ignore[operator]  # pyright: ignore[reportOperatorIssue]
         ):
             check_timeout_ms(timeout_ms)
         if label is not None:
@@ -389,8 +389,8 @@ class RefreshCache(Generic[K, V]):
             expiring = cast(_Expiring, value)
             value, ttl_s = expiring.value, expiring.ttl_s
         if current:
-            self._store(key, value, ttl_s, start, clock())
-        return value
+            self._store(key, value, ttl_s, start, clock())  # pyright: ignore[reportArgumentType]
+        return value  # pyright: ignore[reportReturnType]  # unwrapped from _Expiring
 
     def _store(
         self, key: K, value: V, ttl_s: float | None, start: float, now: float
@@ -429,7 +429,7 @@ class RefreshCache(Generic[K, V]):
 
     def __contains__(self, key: object) -> bool:
         """Whether a fresh value is stored for ``key``."""
-        entry = self._data.get(key)  # type: ignore[arg-type]
+        entry = self._data.get(key)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
         return entry is not None and self._clock() < entry.expires
 
     def statistics(self) -> CacheStatistics:
@@ -542,8 +542,8 @@ class _KeyMaker:
             f"{prefix}tuple": tuple,
             f"{prefix}type": type,
         }
-        spelled = []
-        elements = []
+        spelled: list[inspect.Parameter] = []
+        elements: list[str] = []
         for i, param in enumerate(params):
             if param.default is not param.empty:
                 default = f"{prefix}d{i}"
@@ -600,8 +600,9 @@ def _check_async_function(fn: object) -> None:
         or isinstance(fn, functools.partial)
     ):
         return  # a callable object: its results are checked when it is called
-    if not inspect.isasyncgenfunction(fn) and inspect.iscoroutinefunction(
-        inspect.unwrap(fn)  # a sync wrapper of an async function (functools.wraps)
+    func = cast(Callable[..., object], fn)
+    if not inspect.isasyncgenfunction(func) and inspect.iscoroutinefunction(
+        inspect.unwrap(func)  # a sync wrapper of an async function (functools.wraps)
     ):
         return
     raise TypeError(
@@ -738,7 +739,7 @@ class CachedFunction(Generic[P, V]):
             base, key = self, self._keys.key(*args, **kwargs)
         else:  # bound: _key() inlined, this is every call of a cached method
             base = self._base
-            key = (token, base._method_keys.key(*args, **kwargs))  # type: ignore[union-attr]
+            key = (token, base._method_keys.key(*args, **kwargs))  # type: ignore[union-attr]  # pyright: ignore[reportOptionalMemberAccess]
             args = (self._instance, *args)
         if base._checkpoint:
             await anyio.lowlevel.checkpoint()
@@ -809,7 +810,7 @@ class CachedFunction(Generic[P, V]):
             name = self._name.rpartition(".")[2]
             keys = self._method_keys = _KeyMaker(inspect.Signature(params), name)
         # The bound form is small; the state stays on self (its _base).
-        bound: CachedFunction[Any, V] = object.__new__(CachedFunction)
+        bound: CachedFunction[Any, V] = object.__new__(CachedFunction)  # pyright: ignore[reportUnknownVariableType]
         bound.__dict__ = self.__dict__  # __name__, __doc__, __wrapped__, ... shared
         bound._arity = -1  # always the general path: it adds the instance's token
         bound._base = self  # type: ignore[assignment]
@@ -885,7 +886,7 @@ def cached(fn: Any = None, /, **options: Any) -> Any:
         cache: RefreshCache[Any, V] = RefreshCache(**options, label=name)
         return CachedFunction(fn, cache)
 
-    return decorate if fn is None else decorate(fn)
+    return decorate if fn is None else decorate(fn)  # pyright: ignore
 
 
 def _cached_signature() -> inspect.Signature:

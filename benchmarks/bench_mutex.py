@@ -15,6 +15,7 @@ anyio.Lock that AsyncMutex wraps (same mode):
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -190,12 +191,14 @@ def handoff_rows(backend: str, tasks: int) -> list[Row]:
     for fast, suffix in ((False, ""), (True, " fast_acquire")):
         base = f"hand-off anyio.Lock{suffix}"
         rows.append(
-            Row(base, contended(lambda fast=fast: anyio.Lock(fast_acquire=fast), False))
+            Row(
+                base, contended(functools.partial(anyio.Lock, fast_acquire=fast), False)
+            )
         )
         rows.append(
             Row(
                 f"hand-off AsyncMutex{suffix}",
-                contended(lambda fast=fast: AsyncMutex(fast_acquire=fast), True),
+                contended(functools.partial(AsyncMutex, fast_acquire=fast), True),
                 base,
             )
         )

@@ -559,7 +559,7 @@ async def test_bad_arguments_to_the_package_get_or_refresh_raise_on_hits_too() -
     key = ("test_bad_package_arguments", id(anyio))
     await get_or_refresh(key, Fetcher())  # the key is warm: a hit path exists
     before = default_cache().statistics()
-    for bad, error, text in [
+    cases: list[tuple[dict[str, Any], type[Exception], str]] = [
         ({"fetcher": "nope"}, TypeError, "fetcher must be callable, got 'nope'"),
         ({"ttl_s": -2}, ValueError, "ttl_s must be >= 0, got -2"),
         ({"ttl_s": math.nan}, ValueError, "ttl_s must be >= 0"),
@@ -567,7 +567,8 @@ async def test_bad_arguments_to_the_package_get_or_refresh_raise_on_hits_too() -
         ({"timeout_ms": math.nan}, ValueError, "timeout_ms must be >= 0"),
         ({"timeout_ms": "5"}, TypeError, "timeout_ms"),
         ({"label": 5}, TypeError, "label must be a str or None"),
-    ]:
+    ]
+    for bad, error, text in cases:
         args: dict[str, Any] = {"fetcher": Fetcher(), **bad}
         with pytest.raises(error, match=text):
             await get_or_refresh(key, **args)
