@@ -720,7 +720,10 @@ async def test_native_cancel_while_the_grant_is_in_flight_gives_it_back(
     name = unique("inflight-native")
     async with connect(server) as client:
         sem = RedisSemaphore(client, name, limit=1, lease_ms=30_000)
-        await client.ping()  # connect first: the pause must catch the grant itself
+        # Connect and load the scripts first (one acquire and release): the pause must
+        # catch the grant itself, not a first EVALSHA that the server would answer
+        # with NOSCRIPT, granting nothing.
+        await (await sem.acquire())()
         with anyio.fail_after(5):
             server.command("CLIENT", "PAUSE", "150")  # the server holds every reply
             task = asyncio.ensure_future(sem.acquire())
