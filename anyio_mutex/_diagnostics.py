@@ -199,7 +199,7 @@ def disable_lock_order_checks() -> None:
     registry.held.clear()
 
 
-def _enable_from_environment() -> None:  # pyright: ignore[reportUnusedFunction]
+def _enable_from_environment() -> None:
     mode = os.environ.get(_ENV_VAR, "").strip().lower()
     if mode in ("", "0", "off", "false"):
         return

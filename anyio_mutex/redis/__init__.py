@@ -92,4 +92,4 @@ __all__ = [
 
 for _name in __all__:
     globals()[_name].__module__ = __name__
-del _name
+del _name  # pyright: ignore[reportPossiblyUnboundVariable]  # __all__ is not empty

@@ -201,7 +201,7 @@ class RedisRefreshCache(Generic[V]):
         # Local entries are keyed as Redis keys them: one rule in every process.
         return await self._local.get_or_refresh(
             text,
-            lambda: self._shared_fetch(text, fetcher, ttl, wait_ms, label),  # type: ignore[arg-type,return-value]
+            lambda: self._shared_fetch(text, fetcher, ttl, wait_ms, label),  # type: ignore[arg-type,return-value]  # pyright: ignore[reportArgumentType]
             ttl,
             timeout_ms=wait_ms,
             label=label,

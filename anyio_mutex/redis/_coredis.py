@@ -6,7 +6,7 @@ Sentinel-managed primary (``Sentinel.primary_for(name)``) is a ``coredis.Redis``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, final
 
@@ -95,7 +95,7 @@ class _Coredis:
     @asynccontextmanager
     async def subscribe(
         self, channel: str
-    ) -> AsyncIterator[AsyncIterator[tuple[str, Any]]]:
+    ) -> AsyncGenerator[AsyncIterator[tuple[str, Any]], None]:
         # coredis reconnects and subscribes again on its own (its retry policy),
         # with a "subscribe" message each time.
         async with self._client.pubsub(channels=[channel]) as pubsub:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -41,7 +41,7 @@ async def _keep_alive(lease: RedisLease, body: anyio.CancelScope) -> None:
 @asynccontextmanager
 async def _hold(
     acquire: Callable[[], Awaitable[RedisLease]],
-) -> AsyncIterator[RedisLease]:
+) -> AsyncGenerator[RedisLease, None]:
     """Acquire with ``acquire()``, renew while the body runs, release on exit.
 
     See ``RedisMutex.hold()`` for the guarantees.

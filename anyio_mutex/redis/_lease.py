@@ -147,6 +147,7 @@ class RedisLease:
                 reason="this acquisition was already released",
             )
         self._released = True
+        released = False
         try:
             with anyio.CancelScope(shield=True):
                 released = await self._mutex._release(self._token)

@@ -424,9 +424,9 @@ class RedisMutex:
         while True:
             sent_at = anyio.current_time()
             # Shielded: a grant whose answer we never read would be held by no one.
+            # (Bound first: pyright cannot know that a shield swallows nothing.)
+            granted, number = 0, 0
             with anyio.CancelScope(shield=True):
-                granted: int
-                number: int
                 try:
                     granted, number = await self._grant(token, label)
                 except BaseException:

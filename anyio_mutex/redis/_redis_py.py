@@ -9,7 +9,7 @@ redis-py's API under other names, so ``_valkey_py.py`` reuses this adapter.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, final
 
@@ -133,7 +133,7 @@ class _RedisPy:
     @asynccontextmanager
     async def subscribe(
         self, channel: str
-    ) -> AsyncIterator[AsyncIterator[tuple[str, Any]]]:
+    ) -> AsyncGenerator[AsyncIterator[tuple[str, Any]], None]:
         if not self._checked:
             self._check()
         if self.cluster:

@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar, final
+from typing import Any, NoReturn, TypeVar, final
 
 import anyio
 import anyio.lowlevel
@@ -349,7 +349,9 @@ class RedisSemaphore:
         )
         # Shielded: a grant whose answer we never read would be held by no one. (If
         # this raises, acquire() gives the permit back.)
-        with anyio.CancelScope(shield=True):
+        granted: Any = 0
+        number: Any = 0
+        with anyio.CancelScope(shield=True):  # (pyright: a scope may swallow errors)
             granted, number = await self._call(
                 "acquire", lambda: self._client.script(_ACQUIRE, keys, args)
             )
@@ -515,7 +517,7 @@ class RedisSemaphore:
         values: list[bytes | str] = await self._call(
             "holders", lambda: self._client.script(_HOLDERS, self._keys[:2])
         )
-        out = []
+        out: list[tuple[int, str]] = []
         for value in values:
             fence, _, label = _text(value).partition(":")
             out.append((int(fence) if fence.isdigit() else 0, label))
