@@ -16,9 +16,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Final, Literal, final
 
-import anyio
-
 from ._errors import LockOrderError, LockOrderWarning
+from ._hold import current_task, task_name
 from ._validation import check_seconds
 from ._waitgraph import registry
 
@@ -86,14 +85,14 @@ class LockOrderChecker:
 
     def before_acquire(self, node: Any, label: str) -> None:
         """Record "held -> node" for every lock the current task holds; report cycles."""
-        held = self._held.get(anyio.get_current_task().id)
+        held = self._held.get(id(current_task()))
         if not held:
             return
         for held_node, held_label, _ in held:
             if held_node == node or node in self._edges.get(held_node, ()):
                 continue
             path = self._path(node, held_node)
-            where = f"task {anyio.get_current_task().name!r} at {_call_site()}"
+            where = f"task {task_name(current_task())!r} at {_call_site()}"
             if path is not None:
                 first = self._edges[path[0]][path[1]].where
                 self._report(label, held_label, first, where)
@@ -130,12 +129,12 @@ class LockOrderChecker:
 
     def acquired(self, node: Any, label: str) -> None:
         """Note that the current task now holds ``node``."""
-        task_id = anyio.get_current_task().id
+        task_id = id(current_task())
         self._held.setdefault(task_id, []).append((node, label, time.monotonic()))
 
     def released(self, node: Any, owner: str | None) -> None:
         """Note a release of ``node``; warn if it was held longer than the threshold."""
-        task_id = anyio.get_current_task().id
+        task_id = id(current_task())
         held = self._held.get(task_id)
         if not held:
             return

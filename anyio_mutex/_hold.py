@@ -3,9 +3,12 @@ epilogue, and the identity of the running event loop."""
 
 from __future__ import annotations
 
+import sys
+from asyncio import current_task as _asyncio_current_task
+from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Final, Protocol, final
+from typing import Any, Final, Protocol, final
 
 import anyio
 import anyio.lowlevel
@@ -129,3 +132,33 @@ def running_loop() -> tuple[Backend, object]:
         return _PortableBackend, _PortableBackend.current_token()
     token = _current_token()
     return token.backend_class, token.native_token
+
+
+def current_task() -> Any:
+    """Return the running task as its event loop knows it (an asyncio or trio task).
+
+    The slow paths ask this instead of :func:`anyio.get_current_task`, which builds a
+    :class:`~anyio.TaskInfo` on every call (several times the cost of a hand-off's
+    bookkeeping). ``id()`` of the result is the task's :attr:`anyio.TaskInfo.id`, so
+    the two can be compared; ``tests/test_waitgraph.py`` checks that on every backend.
+
+    :raises RuntimeError: if no task runs in this thread
+    """
+    # The C getter answers None where no asyncio loop runs (under trio), and an
+    # asyncio loop without a current task is a trio guest run on that loop.
+    loop = _get_running_loop()
+    if loop is not None:
+        task = _asyncio_current_task(loop)
+        if task is not None:
+            return task
+    trio = sys.modules.get("trio")
+    if trio is None:
+        raise RuntimeError("no task is running in this thread")
+    return trio.lowlevel.current_task()
+
+
+def task_name(task: Any) -> str:
+    """The name of a task returned by :func:`current_task`."""
+    get_name = getattr(task, "get_name", None)  # asyncio.Task
+    name = get_name() if get_name is not None else getattr(task, "name", None)
+    return name if isinstance(name, str) else f"<task {id(task)}>"

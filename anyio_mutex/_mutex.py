@@ -23,7 +23,7 @@ from ._errors import (
     MutexReentryError,
     MutexReleaseError,
 )
-from ._hold import Backend, Hold, deadline_fired, running_loop
+from ._hold import Backend, Hold, current_task, deadline_fired, running_loop
 from ._validation import check_bool, check_callable, check_label, check_timeout_ms
 from ._waitgraph import (
     Holder,
@@ -181,7 +181,7 @@ class _MutexBase(anyio.Lock):
         # before parking a task that re-acquires a lock it holds), so that the hot
         # paths never pay for the two task lookups.
         owner = lock.statistics().owner
-        return owner is not None and owner.id == anyio.get_current_task().id
+        return owner is not None and owner.id == id(current_task())
 
     def _adopt(self, lock: anyio.Lock) -> anyio.Lock:
         # The mutex was last seen in another event loop (or backend). Free and
@@ -306,14 +306,13 @@ class _MutexBase(anyio.Lock):
             wait = enter_wait(
                 self,
                 None,
-                anyio.get_current_task(),
                 label,
                 bounded=timeout_s is not None,
                 reentry=True,
             )
         task_id = None
         if label is not None and label != self._label:
-            task_id = anyio.get_current_task().id if wait is None else wait.task_id
+            task_id = id(current_task()) if wait is None else wait.task_id
             self._waiting[task_id] = label
         try:
             if timeout_s is None:
@@ -409,9 +408,9 @@ class _MutexBase(anyio.Lock):
         if label is _HANDOFF:
             return ()
         if type(label) is tuple:
+            # The walk reads only the task id and label; names come from the waits.
             owner, wait = cast("tuple[str, _Wait]", label)
-            since = held_since(wait.task_id, self._order_node)
-            return (Holder(wait.task_id, wait.task_name, owner, since),)
+            return (Holder(wait.task_id, None, owner),)
         return self._holders()
 
     def _holders(self) -> Sequence[Holder]:

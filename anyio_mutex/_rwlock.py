@@ -22,7 +22,7 @@ from ._errors import (
     MutexReentryError,
     MutexReleaseError,
 )
-from ._hold import Backend, Hold, deadline_fired, running_loop
+from ._hold import Backend, Hold, current_task, deadline_fired, running_loop
 from ._validation import check_label, check_timeout_ms
 from ._waitgraph import Holder, LockView, enter_wait, held_since, leave_wait, track
 from ._waitgraph import registry as _waitgraph
@@ -208,7 +208,7 @@ class RWLock:
 
     def _current_task_id(self) -> int:
         try:
-            return anyio.get_current_task().id
+            return id(current_task())
         except RuntimeError:  # no event loop in this thread
             raise MutexLoopError(
                 self._label, self._owner(), reason=NO_EVENT_LOOP
@@ -253,8 +253,7 @@ class RWLock:
         if label is not None:
             check_label(label)
         label = self._label if label is None else label
-        task = anyio.get_current_task()
-        task_id = task.id
+        task_id = id(current_task())
         if task_id in self._readers or task_id == self._writer:
             raise self._reentry(kind, task_id)
         checker = _diagnostics.checker
@@ -293,7 +292,7 @@ class RWLock:
                 )
                 self._timeouts += 1
                 raise error
-            await self._wait(kind, task, label, timeout_s, timeout_ms)
+            await self._wait(kind, task_id, label, timeout_s, timeout_ms)
             if kind is _READ:
                 self._read_acquisitions += 1
             else:
@@ -306,15 +305,15 @@ class RWLock:
     async def _wait(
         self,
         kind: str,
-        task: anyio.TaskInfo,
+        task_id: int,
         label: str,
         timeout_s: float | None,
         timeout_ms: float | None,
     ) -> None:
-        waiter = _Waiter(kind, task.id, label)
+        waiter = _Waiter(kind, task_id, label)
         wait = None
         if _waitgraph.detect:  # raises DeadlockError before anything is queued
-            wait = enter_wait(self, waiter, task, label, bounded=timeout_s is not None)
+            wait = enter_wait(self, waiter, label, bounded=timeout_s is not None)
         self._queue.append(waiter)
         start = anyio.current_time()
         try:

@@ -326,7 +326,6 @@ class Semaphore:
             wait = enter_wait(
                 self,
                 None,
-                anyio.get_current_task(),
                 label,
                 bounded=timeout_s is not None,
                 need_all=False,

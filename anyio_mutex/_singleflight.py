@@ -13,6 +13,7 @@ import anyio
 import anyio.lowlevel
 
 from ._errors import MutexTimeoutError
+from ._hold import current_task, task_name
 from ._validation import check_callable, check_label, check_timeout_ms
 from ._waitgraph import Holder, LockView, enter_wait, leave_wait, track
 from ._waitgraph import registry as _waitgraph
@@ -61,7 +62,7 @@ class _Call:
         # The leader's task, recorded only while deadlock detection is on; and what
         # waiters wait for, named by the first waiter (neither is on the leader's
         # path when nobody waits).
-        self.leader: anyio.TaskInfo | None = None
+        self.leader: Any = None  # a native task: see current_task()
         self.waits_for: str | None = None
 
     def _wg_holders(self, key: object) -> Sequence[Holder]:
@@ -69,7 +70,7 @@ class _Call:
         leader = self.leader
         if leader is None or self.done.is_set():
             return ()
-        return (Holder(leader.id, leader.name, self.label),)
+        return (Holder(id(leader), task_name(leader), self.label),)
 
     def _wg_label(self, key: object) -> str:
         return self.waits_for or "a single-flight call"
@@ -230,7 +231,6 @@ class SingleFlight(Generic[K, T]):
                 wait = enter_wait(
                     call,
                     None,
-                    anyio.get_current_task(),
                     label,
                     bounded=not unbounded,
                 )
@@ -269,7 +269,7 @@ class SingleFlight(Generic[K, T]):
         check_awaitable(pending, fn, "fn")
         call = self._calls[key] = _Call(label)
         if _waitgraph.detect:  # a fetch's waiters need to know whose it is
-            call.leader = anyio.get_current_task()
+            call.leader = current_task()
         self._executions += 1
         if takeover:
             self._takeovers += 1

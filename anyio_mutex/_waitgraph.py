@@ -50,9 +50,8 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Final, NamedTuple, Protocol, TextIO, final
 
-import anyio
-
 from ._errors import DeadlockError, DeadlockStep
+from ._hold import current_task, task_name
 
 _ENV_VAR: Final = "ANYIO_MUTEX_DEADLOCK"
 
@@ -102,14 +101,13 @@ class _Wait:
         "prev",
         "resource",
         "since",
+        "task",
         "task_id",
-        "task_name",
     )
 
     def __init__(
         self,
-        task_id: int,
-        task_name: str,
+        task: Any,
         resource: Waitable,
         key: object,
         label: str | None,
@@ -117,8 +115,8 @@ class _Wait:
         need_all: bool,
         prev: _Wait | None,
     ) -> None:
-        self.task_id = task_id
-        self.task_name = task_name
+        self.task = task  # the native task: its name is only read for a report
+        self.task_id = id(task)
         self.resource = resource
         self.key = key
         self.label = label
@@ -126,6 +124,10 @@ class _Wait:
         self.need_all = need_all
         self.prev = prev  # an outer wait of the same task (a lock built on a lock)
         self.since = time.monotonic()
+
+    @property
+    def task_name(self) -> str:
+        return task_name(self.task)
 
 
 @final
@@ -201,12 +203,12 @@ def _configure_from_environment() -> None:
 def enter_wait(
     resource: Waitable,
     key: object,
-    task: anyio.TaskInfo,
     label: str | None,
     *,
     bounded: bool = False,
     need_all: bool = True,
     reentry: bool = False,
+    task: Any = None,
 ) -> _Wait | None:
     """Check that parking the current task on ``resource[key]`` can end; register it.
 
@@ -214,7 +216,6 @@ def enter_wait(
     ``finally`` right after (with no checkpoint in between, so no cancellation can
     leave the entry behind).
 
-    :param task: the current task
     :param label: the waiter's own label, for :func:`snapshot`
     :param bounded: the wait has its own timeout (shown by :func:`snapshot`; a
         timeout ends a wait by failing it, so it does not break a cycle)
@@ -223,24 +224,27 @@ def enter_wait(
     :param reentry: ``True`` if the caller reports a wait for what the current task
         holds itself as re-entry: then nothing is checked or registered and ``None``
         is returned (the lock raises its own error next)
+    :param task: the parking task as :func:`current_task` returns it (default: the
+        current task; the tests name stand-in tasks)
     :raises DeadlockError: if the wait closes a cycle; nothing is registered then
     """
-    name = task.name if task.name is not None else f"<task {task.id}>"
-    cycle = _find_cycle(task.id, name, resource, key, need_all, reentry)
+    if task is None:
+        task = current_task()
+    task_id = id(task)
+    cycle = _find_cycle(task_id, task, resource, key, need_all, reentry)
     if cycle is _REENTRY:
         return None
     if cycle:
         raise DeadlockError(cycle)
     waiting = registry.waiting
-    wait = waiting[task.id] = _Wait(
-        task.id,
-        name,
+    wait = waiting[task_id] = _Wait(
+        task,
         resource,
         key,
         label,
         bounded,
         need_all,
-        waiting.get(task.id),
+        waiting.get(task_id),
     )
     return wait
 
@@ -268,7 +272,7 @@ _REENTRY: Final = ()
 
 def _find_cycle(
     me: int,
-    my_name: str,
+    my_task: Any,
     resource: Waitable,
     key: object,
     need_all: bool,
@@ -291,7 +295,7 @@ def _find_cycle(
     nodes: dict[int, _Node] = {me: _Node(resource, key, holders, need_all)}
     # Holders asked once per lock and walk (a lock's answer may cost a task lookup).
     asked: dict[tuple[int, int], Sequence[Holder]] = {(id(resource), id(key)): holders}
-    names: dict[int, str] = {me: my_name}
+    names: dict[int, str] = {me: task_name(my_task)}
     todo = [h.task_id for h in holders]
     while todo:
         tid = todo.pop()

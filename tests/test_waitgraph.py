@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import pytest
@@ -31,7 +31,7 @@ class FakeLock:
         self.holders: list[Holder] = []
         wg.track(self)
 
-    def hold(self, task: anyio.TaskInfo, label: str | None = None) -> None:
+    def hold(self, task: FakeTask, label: str | None = None) -> None:
         self.holders.append(Holder(task.id, task.name, label or f"{task.name}-owns"))
 
     def _wg_holders(self, key: object) -> Sequence[Holder]:
@@ -44,8 +44,19 @@ class FakeLock:
         yield LockView(self.kind, self.label, self, None, self.holders)
 
 
-def task(n: int, name: str) -> anyio.TaskInfo:
-    return anyio.TaskInfo(n, None, name, cast(Any, None))
+class FakeTask:
+    """A stand-in for a native task: the registry knows a task by id() and name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def id(self) -> int:
+        return id(self)
+
+
+def task(n: int, name: str) -> FakeTask:
+    return FakeTask(name)
 
 
 A, B, C, D = task(1, "A"), task(2, "B"), task(3, "C"), task(4, "D")
@@ -59,8 +70,8 @@ def _clean_registry() -> Iterator[None]:
     wg.enable_deadlock_detection()
 
 
-def park(t: anyio.TaskInfo, lock: FakeLock, **kwargs: Any) -> wg._Wait:
-    wait = wg.enter_wait(lock, None, t, f"{t.name}-wants", **kwargs)
+def park(t: FakeTask, lock: FakeLock, **kwargs: Any) -> wg._Wait:
+    wait = wg.enter_wait(lock, None, f"{t.name}-wants", task=t, **kwargs)
     assert wait is not None
     return wait
 
@@ -154,7 +165,7 @@ def test_stuck_behind_a_cycle_it_is_not_part_of_parks() -> None:
     q.hold(C)
     park(B, q)
     # C parks unchecked, as a lock does with detection off.
-    wg.registry.waiting[C.id] = wg._Wait(C.id, "C", p, None, None, False, True, None)
+    wg.registry.waiting[C.id] = wg._Wait(C, p, None, None, False, True, None)
     park(A, p)
     assert set(wg.registry.waiting) == {A.id, B.id, C.id}
 
@@ -302,5 +313,36 @@ def test_environment_rejects_nonsense() -> None:
 def test_reentry_option_leaves_own_holds_to_the_lock() -> None:
     m = FakeLock("m")
     m.hold(A)
-    assert wg.enter_wait(m, None, A, None, reentry=True) is None
+    assert wg.enter_wait(m, None, None, reentry=True, task=A) is None
     assert wg.registry.waiting == {}
+
+
+@pytest.mark.anyio
+async def test_native_task_identity_is_anyios() -> None:
+    # The registry knows tasks by id(native task); lock statistics know them by
+    # anyio's TaskInfo.id. Both must name the same task, in every task.
+    from anyio_mutex._hold import current_task, task_name
+
+    seen: list[tuple[int, str, int, str | None]] = []
+
+    async def record() -> None:
+        info = anyio.get_current_task()
+        task = current_task()
+        seen.append((id(task), task_name(task), info.id, info.name))
+
+    await record()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(record, name="child-task")
+    assert len(seen) == 2
+    for native_id, native_name, anyio_id, anyio_name in seen:
+        assert native_id == anyio_id
+        assert native_name == anyio_name
+    assert seen[1][1] == "child-task"
+    assert seen[0][0] != seen[1][0]
+
+
+def test_native_task_identity_outside_a_loop_raises() -> None:
+    from anyio_mutex._hold import current_task
+
+    with pytest.raises(RuntimeError):
+        current_task()

@@ -15,6 +15,7 @@ import anyio
 import anyio.lowlevel
 
 from .._errors import MutexReentryError, MutexTimeoutError
+from .._hold import current_task
 from .._validation import check_callable, check_label, check_timeout_ms
 from .._waitgraph import Holder, LockView, enter_wait, leave_wait, track
 from .._waitgraph import registry as _waitgraph
@@ -281,7 +282,7 @@ class RedisMutex:
         timeout_s = check_timeout_ms(timeout_ms)
         check_label(label)
         label = self.label if label is None else label
-        task = anyio.get_current_task().id
+        task = id(current_task())
         current = self._turn
         if current is not None and current.task == task and not self._ran_out(current):
             # Waiting for our own lease would only let it expire: fail at once.
@@ -342,7 +343,7 @@ class RedisMutex:
             return
         wait = None
         if _waitgraph.detect:  # for snapshot(): see _wg_holders
-            wait = enter_wait(self, None, anyio.get_current_task(), turn.label)
+            wait = enter_wait(self, None, turn.label)
         self._queue.append(turn)
         try:
             while not turn.event.is_set():
