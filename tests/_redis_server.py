@@ -264,7 +264,32 @@ def client_matrix(leave_out: tuple[str, ...] = ()) -> list[Any]:
     return params
 
 
+def contract_matrix() -> list[Any]:
+    """coredis on asyncio and trio: where the full contract of each primitive runs."""
+    return [
+        p for p in client_matrix(leave_out=ASYNCIO_ONLY) if "uvloop" not in str(p.id)
+    ]
+
+
 def over_clients(test: Any) -> Any:
+    """Run ``test`` (taking ``family``) on the contract matrix: coredis, on asyncio
+    and trio.
+
+    Only the adapter layer differs between client families, and uvloop changes
+    nothing a Redis test can see above the socket: tests/test_redis_adapters.py
+    drives every adapter call on every family and backend (``over_families``).
+    """
+    import pytest
+
+    return pytest.mark.parametrize(("anyio_backend", "family"), contract_matrix())(test)
+
+
+def over_families(test: Any) -> Any:
+    """Run ``test`` on every client family and every backend it runs on.
+
+    For tests of the adapters themselves, and of what a library does when a
+    request is interrupted (cancelled or unconfirmed mid-flight).
+    """
     import pytest
 
     return pytest.mark.parametrize(("anyio_backend", "family"), client_matrix())(test)

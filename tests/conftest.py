@@ -37,6 +37,9 @@ def pytest_collection_modifyitems(
 
     A heavy test (100,000 keys, a benchmark in quick mode) checks our own bookkeeping,
     which is the same on both asyncio loops; running it a third time only costs time.
+    The Redis test modules are heavy as a whole: above the client adapter, the loop
+    changes nothing they can see, and tests/test_redis_adapters.py drives every
+    adapter call of coredis on uvloop too.
     """
     kept, dropped = [], []
     for item in items:

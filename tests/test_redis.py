@@ -31,12 +31,14 @@ from ._redis_server import (
     connect,
     connect_as,
     over_clients,
+    over_families,
     server_fixture,
     start_server,
     unique,
 )
 
-pytestmark = pytest.mark.anyio
+# heavy: asyncio and trio; coredis on uvloop is tests/test_redis_adapters.py's.
+pytestmark = [pytest.mark.anyio, pytest.mark.heavy]
 
 WORKER = Path(__file__).with_name("redis_worker.py")
 
@@ -261,7 +263,7 @@ async def test_cancelled_body_frees_the_key_at_once(
         assert not await mutex.locked()  # not 30 s later: now
 
 
-@over_clients
+@over_families
 async def test_cancelled_while_the_grant_is_in_flight_gives_it_back(
     server: RedisServer,
     family: str,

@@ -27,7 +27,8 @@ from ._redis_server import (
     unique,
 )
 
-pytestmark = pytest.mark.anyio
+# heavy: asyncio and trio; coredis on uvloop is tests/test_redis_adapters.py's.
+pytestmark = [pytest.mark.anyio, pytest.mark.heavy]
 
 WORKER = Path(__file__).with_name("redis_worker.py")
 
