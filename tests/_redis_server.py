@@ -174,6 +174,20 @@ class RedisServer:
             reader.join()
             sock.close()
 
+    @contextlib.contextmanager
+    def writes_paused(self) -> Iterator[None]:
+        """The server holds every write (scripts included) until the block ends.
+
+        CLIENT PAUSE WRITE, then CLIENT UNPAUSE: unlike a timed pause of everything,
+        the test ends the pause at the moment it chooses, with no wait.
+        """
+        reply = self.command("CLIENT", "PAUSE", "30000", "WRITE")
+        assert reply.startswith(b"+OK"), reply
+        try:
+            yield
+        finally:
+            self.command("CLIENT", "UNPAUSE")
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()

@@ -13,6 +13,8 @@ import pytest
 import trio
 import trio.testing
 
+from ._redis_server import cluster_fixture
+
 BACKENDS: list[Any] = [
     pytest.param(("asyncio", {}), id="asyncio"),
     pytest.param(("trio", {}), id="trio"),
@@ -52,6 +54,11 @@ def pytest_collection_modifyitems(
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+#: The session's one Redis Cluster (three primaries, ~2 s to start), shared by every
+#: module that takes ``cluster``: a module-level fixture would start one per module.
+cluster = cluster_fixture()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -24,7 +24,6 @@ from ._redis_server import (
     RedisClusterServers,
     RedisServer,
     client_matrix,
-    cluster_fixture,
     connect_as,
     connect_cluster,
     free_port,
@@ -37,7 +36,7 @@ from ._redis_server import (
 pytestmark = pytest.mark.anyio
 
 server = server_fixture()
-cluster = cluster_fixture()
+# ``cluster``: the session's one Redis Cluster (tests/conftest.py).
 
 #: Keys and arguments arrive in order; an integer and a bulk string come back.
 SCRIPT = (

@@ -21,7 +21,6 @@ from ._redis_server import (
     ASYNCIO_ONLY,
     RedisClusterServers,
     client_matrix,
-    cluster_fixture,
     connect_cluster,
     over_clients,
     unique,
@@ -32,7 +31,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.heavy]
 
 WORKER = Path(__file__).with_name("redis_worker.py")
 
-cluster = cluster_fixture()
+# ``cluster``: the session's one Redis Cluster (tests/conftest.py).
 
 
 def names_on_every_node(cluster: RedisClusterServers, stem: str) -> list[str]:
