@@ -96,6 +96,10 @@ async def test_blpop_pops_or_times_out(server: RedisServer, family: str) -> None
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pop)
                 await anyio.wait_all_tasks_blocked()
+                # The same client serves other calls while one blocks (a waiter's
+                # BLPOP and a holder's renewal share a client).
+                assert await c.exists(key) == 0
+                await c.set(key + ":other", "v", 5000)
                 # Pushed by another connection while the pop blocks at the server.
                 async with connect_as(server, family) as other:
                     await _adapt(other).script(
