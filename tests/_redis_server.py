@@ -367,7 +367,28 @@ class RedisClusterServers:
 
     def start(self, timeout: float = 30.0) -> RedisClusterServers:
         for node in self.nodes:
-            node.start()
+            for _ in range(3):
+                try:
+                    node.start()  # retries a taken client port itself
+                    break
+                except RuntimeError:
+                    # The bus port may be taken too (another pytest-xdist worker
+                    # starts its own cluster): take a new one.
+                    old = ("--cluster-port", str(node.bus_port))
+                    node.bus_port = free_port()
+                    at = next(
+                        i
+                        for i in range(len(node.extra) - 1)
+                        if node.extra[i : i + 2] == old
+                    )
+                    node.extra = (
+                        *node.extra[: at + 1],
+                        str(node.bus_port),
+                        *node.extra[at + 2 :],
+                    )
+            else:
+                self.stop()
+                raise RuntimeError("a cluster node did not start on free ports")
         for node, (first, last) in zip(self.nodes, SLOT_RANGES, strict=True):
             reply = node.command("CLUSTER", "ADDSLOTSRANGE", str(first), str(last))
             assert reply.startswith(b"+OK"), reply
