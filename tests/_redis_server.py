@@ -174,6 +174,20 @@ class RedisServer:
             reader.join()
             sock.close()
 
+    @contextlib.contextmanager
+    def writes_paused(self) -> Iterator[None]:
+        """The server holds every write (scripts included) until the block ends.
+
+        CLIENT PAUSE WRITE, then CLIENT UNPAUSE: unlike a timed pause of everything,
+        the test ends the pause at the moment it chooses, with no wait.
+        """
+        reply = self.command("CLIENT", "PAUSE", "30000", "WRITE")
+        assert reply.startswith(b"+OK"), reply
+        try:
+            yield
+        finally:
+            self.command("CLIENT", "UNPAUSE")
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
@@ -264,7 +278,32 @@ def client_matrix(leave_out: tuple[str, ...] = ()) -> list[Any]:
     return params
 
 
+def contract_matrix() -> list[Any]:
+    """coredis on asyncio and trio: where the full contract of each primitive runs."""
+    return [
+        p for p in client_matrix(leave_out=ASYNCIO_ONLY) if "uvloop" not in str(p.id)
+    ]
+
+
 def over_clients(test: Any) -> Any:
+    """Run ``test`` (taking ``family``) on the contract matrix: coredis, on asyncio
+    and trio.
+
+    Only the adapter layer differs between client families, and uvloop changes
+    nothing a Redis test can see above the socket: tests/test_redis_adapters.py
+    drives every adapter call on every family and backend (``over_families``).
+    """
+    import pytest
+
+    return pytest.mark.parametrize(("anyio_backend", "family"), contract_matrix())(test)
+
+
+def over_families(test: Any) -> Any:
+    """Run ``test`` on every client family and every backend it runs on.
+
+    For tests of the adapters themselves, and of what a library does when a
+    request is interrupted (cancelled or unconfirmed mid-flight).
+    """
     import pytest
 
     return pytest.mark.parametrize(("anyio_backend", "family"), client_matrix())(test)
@@ -328,7 +367,28 @@ class RedisClusterServers:
 
     def start(self, timeout: float = 30.0) -> RedisClusterServers:
         for node in self.nodes:
-            node.start()
+            for _ in range(3):
+                try:
+                    node.start()  # retries a taken client port itself
+                    break
+                except RuntimeError:
+                    # The bus port may be taken too (another pytest-xdist worker
+                    # starts its own cluster): take a new one.
+                    old = ("--cluster-port", str(node.bus_port))
+                    node.bus_port = free_port()
+                    at = next(
+                        i
+                        for i in range(len(node.extra) - 1)
+                        if node.extra[i : i + 2] == old
+                    )
+                    node.extra = (
+                        *node.extra[: at + 1],
+                        str(node.bus_port),
+                        *node.extra[at + 2 :],
+                    )
+            else:
+                self.stop()
+                raise RuntimeError("a cluster node did not start on free ports")
         for node, (first, last) in zip(self.nodes, SLOT_RANGES, strict=True):
             reply = node.command("CLUSTER", "ADDSLOTSRANGE", str(first), str(last))
             assert reply.startswith(b"+OK"), reply

@@ -13,6 +13,8 @@ import pytest
 import trio
 import trio.testing
 
+from ._redis_server import cluster_fixture
+
 BACKENDS: list[Any] = [
     pytest.param(("asyncio", {}), id="asyncio"),
     pytest.param(("trio", {}), id="trio"),
@@ -37,6 +39,9 @@ def pytest_collection_modifyitems(
 
     A heavy test (100,000 keys, a benchmark in quick mode) checks our own bookkeeping,
     which is the same on both asyncio loops; running it a third time only costs time.
+    The Redis test modules are heavy as a whole: above the client adapter, the loop
+    changes nothing they can see, and tests/test_redis_adapters.py drives every
+    adapter call of coredis on uvloop too.
     """
     kept, dropped = [], []
     for item in items:
@@ -49,6 +54,11 @@ def pytest_collection_modifyitems(
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+#: The session's one Redis Cluster (three primaries, ~2 s to start), shared by every
+#: module that takes ``cluster``: a module-level fixture would start one per module.
+cluster = cluster_fixture()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -133,6 +133,7 @@ async def test_20000_keys_with_random_cancellations_leave_no_entries() -> None:
     assert 0 < acquired < 20_000
 
 
+@pytest.mark.heavy  # uvloop changes nothing in this bookkeeping
 async def test_randomized_stress_over_keys_keeps_exclusion() -> None:
     seed = 5
     print(f"seed={seed}")

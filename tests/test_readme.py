@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import pathlib
 import re
@@ -41,7 +42,14 @@ def test_quick_start_has_exactly_the_two_commands() -> None:
     demo, tests = commands
     assert demo.startswith("python3 -m venv .venv && ")
     assert tests.startswith("python3 -m venv .venv && ")
-    assert tests.endswith(".venv/bin/python -m pytest")
+    # On two workers: pytest-xdist must come with the extra the command installs.
+    assert tests.endswith(".venv/bin/python -m pytest -n 2")
+    assert "'.[test]'" in tests
+    requires = importlib.metadata.requires("anyio_mutex") or []
+    assert any(
+        r.startswith("pytest-xdist") and r.split("extra ==")[-1].strip(" '\"") == "test"
+        for r in requires
+    ), requires
     demo_script = re.search(r"(examples/\w+\.py)", demo)
     assert demo_script is not None
     assert (ROOT / demo_script.group(1)).is_file()

@@ -15,7 +15,8 @@ from anyio_mutex.redis import RedisMutex, RedisRefreshCache
 
 from ._redis_server import RedisServer, connect, server_fixture, unique
 
-pytestmark = pytest.mark.anyio
+# heavy: asyncio and trio; coredis on uvloop is tests/test_redis_adapters.py's.
+pytestmark = [pytest.mark.anyio, pytest.mark.heavy]
 
 server = server_fixture()
 

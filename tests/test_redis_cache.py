@@ -31,7 +31,8 @@ from ._redis_server import (
     unique,
 )
 
-pytestmark = pytest.mark.anyio
+# heavy: asyncio and trio; coredis on uvloop is tests/test_redis_adapters.py's.
+pytestmark = [pytest.mark.anyio, pytest.mark.heavy]
 
 server = server_fixture()
 

@@ -21,17 +21,17 @@ from ._redis_server import (
     ASYNCIO_ONLY,
     RedisClusterServers,
     client_matrix,
-    cluster_fixture,
     connect_cluster,
     over_clients,
     unique,
 )
 
-pytestmark = pytest.mark.anyio
+# heavy: asyncio and trio; coredis on uvloop is tests/test_redis_adapters.py's.
+pytestmark = [pytest.mark.anyio, pytest.mark.heavy]
 
 WORKER = Path(__file__).with_name("redis_worker.py")
 
-cluster = cluster_fixture()
+# ``cluster``: the session's one Redis Cluster (tests/conftest.py).
 
 
 def names_on_every_node(cluster: RedisClusterServers, stem: str) -> list[str]:

@@ -17,7 +17,8 @@ from anyio_mutex.redis import RedisMutex
 
 from ._redis_server import RedisServer, connect, dedicated_server_fixture, unique
 
-pytestmark = pytest.mark.anyio
+# heavy: asyncio and trio; coredis on uvloop is tests/test_redis_adapters.py's.
+pytestmark = [pytest.mark.anyio, pytest.mark.heavy]
 
 
 # A server per test, which it may flush, fill or restart; small, and evicting.

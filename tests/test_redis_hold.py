@@ -23,7 +23,8 @@ from anyio_mutex.redis import (
 from ._redis_server import RedisServer, connect, server_fixture, unique
 from .conftest import asyncio_only
 
-pytestmark = pytest.mark.anyio
+# heavy: asyncio and trio; coredis on uvloop is tests/test_redis_adapters.py's.
+pytestmark = [pytest.mark.anyio, pytest.mark.heavy]
 
 server = server_fixture()
 

@@ -22,11 +22,13 @@ from ._redis_server import (
     connect_as,
     free_port,
     over_clients,
+    over_families,
     server_fixture,
     unique,
 )
 
-pytestmark = pytest.mark.anyio
+# heavy: asyncio and trio; coredis on uvloop is tests/test_redis_adapters.py's.
+pytestmark = [pytest.mark.anyio, pytest.mark.heavy]
 
 WORKER = Path(__file__).with_name("redis_worker.py")
 BOUND_S = 0.1  # the documented bound on loopback
@@ -139,7 +141,7 @@ def test_invalidate_reaches_other_processes_within_the_bound(
                 proc.kill()
 
 
-@over_clients
+@over_families
 async def test_listen_without_a_server_fails_within_op_timeout(family: str) -> None:
     # Nothing listens on this port: the subscription is never confirmed, and
     # listen() (and so tg.start(cache.listen)) must not wait for ever (the libraries retry on their own).

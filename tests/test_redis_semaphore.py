@@ -46,7 +46,8 @@ from .conftest import ASYNCIO_BACKENDS, asyncio_only
 #: backend themselves.
 ASYNCIO_PLAIN = ASYNCIO_BACKENDS[:1]
 
-pytestmark = pytest.mark.anyio
+# heavy: asyncio and trio; coredis on uvloop is tests/test_redis_adapters.py's.
+pytestmark = [pytest.mark.anyio, pytest.mark.heavy]
 
 WORKER = Path(__file__).with_name("redis_semaphore_worker.py")
 

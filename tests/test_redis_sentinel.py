@@ -18,11 +18,12 @@ from ._redis_server import (
     SentinelServers,
     connect_sentinel,
     find_server_binary,
-    over_clients,
+    over_families,
     unique,
 )
 
-pytestmark = pytest.mark.anyio
+# heavy: asyncio and trio; coredis on uvloop is tests/test_redis_adapters.py's.
+pytestmark = [pytest.mark.anyio, pytest.mark.heavy]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def sentinel() -> Iterator[SentinelServers]:
 
 
 @pytest.mark.heavy  # servers of its own: asyncio and trio are enough
-@over_clients
+@over_families
 async def test_mutex_and_cache_on_a_sentinel_managed_primary(
     sentinel: SentinelServers, family: str
 ) -> None:

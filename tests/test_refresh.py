@@ -95,6 +95,7 @@ async def test_cold_key_stampede_of_10000_fetches_once() -> None:
     assert_no_fetch_state(cache)
 
 
+@pytest.mark.heavy  # uvloop changes nothing in this bookkeeping
 async def test_stampede_at_expiry_refreshes_once() -> None:
     clock = ManualClock()
     cache: RefreshCache[str, str] = RefreshCache(ttl_s=60, clock=clock)

@@ -250,6 +250,7 @@ async def test_an_enclosing_deadline_wins_over_a_sharers_own(
 SEED = 20261130
 
 
+@pytest.mark.heavy  # uvloop changes nothing in this bookkeeping
 async def test_random_waiters_timeouts_and_cancellations_stay_exact(
     anyio_backend: Any,
 ) -> None:

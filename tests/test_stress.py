@@ -25,6 +25,7 @@ TASKS = 40
 STEPS = 60
 
 
+@pytest.mark.heavy  # uvloop changes nothing in this bookkeeping
 @pytest.mark.parametrize("kind", KINDS + SHARED_KINDS, ids=str)
 async def test_random_timeouts_and_cancellations_keep_every_invariant(
     kind: LockKind,
