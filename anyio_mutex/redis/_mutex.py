@@ -81,7 +81,9 @@ class RedisMutex:
     ``timeout_ms`` bounds the real wait on the event loop's monotonic clock.
 
     Waiting does not poll in a loop: a waiter blocks on a wake-up list that each
-    release pushes to, so a hand-off takes a few round trips. It also blocks no longer
+    release pushes to, its next try pipelined behind the BLPOP, so that the server
+    runs it the moment a release wakes it: a hand-off costs one wake-up, not a
+    further round trip. It also blocks no longer
     than the holder's remaining lease (a crashed holder is noticed when its lease
     ends) or ``poll_ms`` at most. Tasks of one process queue locally first, so each
     process has at most one waiter per mutex at the server, holding one connection:
@@ -251,20 +253,21 @@ class RedisMutex:
             result = await self._call(
                 "wait",
                 lambda: self._client.blpop_then_script(
-                    wake, block_s, _ACQUIRE, (lock, fence), args
+                    wake, block_s, _ACQUIRE, (lock, fence, wake), args
                 ),
                 extra_s=block_s + _SERVER_TICK_S,
             )
         elif self._wait is None:
             result = await self._call(
-                "acquire", lambda: self._client.script(_ACQUIRE, (lock, fence), args)
+                "acquire",
+                lambda: self._client.script(_ACQUIRE, (lock, fence, wake), args),
             )
         else:
             replicas, wait_ms, aof = self._wait
             result, confirmed = await self._call(
                 "acquire",
                 lambda: self._client.script_and_wait(
-                    _ACQUIRE, (lock, fence), args, replicas, wait_ms, aof
+                    _ACQUIRE, (lock, fence, wake), args, replicas, wait_ms, aof
                 ),
                 extra_s=wait_ms / 1000,
             )

@@ -8,7 +8,7 @@ from typing import Final
 # acquisition) is what a release or a renewal must prove. redis.pcall('GET') answers
 # a table instead of raising when the key holds another type: not ours, held.
 
-# KEYS: lock, fence. ARGV: token, lease ms, label.
+# KEYS: lock, fence, wake. ARGV: token, lease ms, label.
 # Grants and mints the fence in one step ({1, fence, now}), or reports the holder's
 # PTTL ({0, pttl, now}); now is the server's clock in microseconds when the script
 # ran, which lets a waiter whose try ran later than it was sent (pipelined behind a
@@ -27,6 +27,10 @@ if held then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return {1, tonumber(string.match(held, '^[^:]*:(%d+):')), micros}
   end
+  -- Held: a wake-up still in the list was pushed before this holder's grant (no
+  -- one was blocked to take it). The holder's release will push a fresh one; this
+  -- one would only wake the caller's next BLPOP for a try that must fail.
+  redis.call('DEL', KEYS[3])
   return {0, redis.call('PTTL', KEYS[1]), micros}
 end
 local fence = micros
