@@ -183,3 +183,34 @@ async def test_a_grant_after_a_long_block_keeps_its_whole_lease(
         # the anchoring try's round trip, generous for a loaded 2-core machine.
         assert granted.expires_at >= released_at + 2.0 - 0.1
         await granted.release()
+
+
+@over_clients
+async def test_scripts_flushed_from_the_server_are_loaded_again(
+    server: RedisServer, family: str
+) -> None:
+    # The coredis adapter sends EVALSHA itself (not through a registered Script):
+    # a server that lost its script cache (a restart, SCRIPT FLUSH) answers NOSCRIPT,
+    # and the script is loaded and run again, for a grant, a release and a wait.
+    name = unique("flushed")
+    async with connect_as(server, family) as a, connect_as(server, family) as b:
+        holder = RedisMutex(a, name, lease_ms=30_000)
+        waiter = RedisMutex(b, name, lease_ms=30_000, poll_ms=30_000)
+        await (await holder.acquire()).release()
+        assert server.command("SCRIPT", "FLUSH") == b"+OK\r\n"
+        lease = await holder.acquire()
+        got: list[RedisLease] = []
+
+        async def wait() -> None:
+            got.append(await waiter.acquire(timeout_ms=20_000))
+
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                await blocked_at_the_server(server)
+                assert server.command("SCRIPT", "FLUSH") == b"+OK\r\n"
+                await lease.release()
+        assert got[0].fence > lease.fence
+        assert server.command("SCRIPT", "FLUSH") == b"+OK\r\n"
+        await got[0].release()
+        assert not await holder.locked()

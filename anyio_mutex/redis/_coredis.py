@@ -49,7 +49,15 @@ class _Coredis:
     async def script(
         self, source: str, keys: Sequence[str], args: Sequence[Arg] = ()
     ) -> Any:
-        return await self._script(source)(keys=keys, args=args)
+        # EVALSHA, and on NOSCRIPT (a restarted or flushed server) load and run it
+        # again: what a registered Script does, without its two wrapping requests
+        # per call (about a tenth of a round trip's client time here).
+        sha = self._script(source).sha
+        try:
+            return await self._client.evalsha(sha, keys=keys, args=args)
+        except coredis.exceptions.NoScriptError:
+            await self._client.script_load(source)
+            return await self._client.evalsha(sha, keys=keys, args=args)
 
     async def script_and_wait(
         self,
