@@ -8,6 +8,9 @@ check that a grant made after a long block keeps its whole lease on the local cl
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import anyio
 import pytest
 
@@ -15,6 +18,7 @@ from anyio_mutex.redis import RedisLease, RedisMutex
 
 from ._redis_server import (
     RedisServer,
+    client_matrix,
     connect_as,
     over_clients,
     server_fixture,
@@ -214,3 +218,38 @@ async def test_scripts_flushed_from_the_server_are_loaded_again(
         assert server.command("SCRIPT", "FLUSH") == b"+OK\r\n"
         await got[0].release()
         assert not await holder.locked()
+
+
+# asyncio's own Task.cancel(), which anyio's shield does not stop: asyncio only (trio
+# has no second cancellation system; its cancel scope is the test above).
+ASYNCIO_CLIENTS = [p for p in client_matrix() if p.values[0][0] == "asyncio"]
+
+
+@pytest.mark.parametrize(("anyio_backend", "family"), ASYNCIO_CLIENTS)
+async def test_a_native_task_cancel_of_a_granted_waiter_gives_the_grant_back(
+    server: RedisServer, family: str, anyio_backend: Any
+) -> None:
+    name = unique("nativegrant")
+    proxy = TcpProxy(server.port)
+    async with (
+        proxy.running(),
+        connect_as(server, family) as a,
+        connect_as(proxy.port, family) as b,
+    ):
+        holder = RedisMutex(a, name, lease_ms=30_000)
+        waiter = RedisMutex(b, name, lease_ms=30_000, poll_ms=30_000)
+        lease = await holder.acquire()
+        task = asyncio.get_running_loop().create_task(waiter.acquire(timeout_ms=20_000))
+        with anyio.fail_after(15):
+            await blocked_at_the_server(server)
+            proxy.blackhole()  # the grant's answer will not reach the waiter
+            await lease.release()
+            fence = int(await a.get("{" + name + "}:fence") or 0)
+            assert fence > lease.fence  # the waiter was granted at the server
+            task.cancel()
+            await anyio.wait_all_tasks_blocked()  # its give-back is in the proxy
+            proxy.heal()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert not await holder.locked()  # given back at once
+            assert waiter.statistics().total_acquisitions == 0
