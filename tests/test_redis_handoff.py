@@ -17,9 +17,12 @@ import pytest
 from anyio_mutex.redis import RedisLease, RedisMutex
 
 from ._redis_server import (
+    RedisClusterServers,
     RedisServer,
     client_matrix,
+    cluster_fixture,
     connect_as,
+    connect_cluster,
     over_clients,
     server_fixture,
     unique,
@@ -29,6 +32,7 @@ from ._tcp_proxy import TcpProxy
 pytestmark = pytest.mark.anyio
 
 server = server_fixture()
+cluster = cluster_fixture()
 
 SCRIPTS = ("evalsha", "eval")
 ROUND_TRIPS = (*SCRIPTS, "blpop", "script|load", "hello", "client|setinfo")
@@ -253,3 +257,35 @@ async def test_a_native_task_cancel_of_a_granted_waiter_gives_the_grant_back(
                 await task
             assert not await holder.locked()  # given back at once
             assert waiter.statistics().total_acquisitions == 0
+
+
+@pytest.mark.heavy  # the suite's cluster: asyncio and trio are enough
+async def test_on_a_coredis_cluster_the_try_waits_behind_the_blpop_too(
+    cluster: RedisClusterServers,
+) -> None:
+    # coredis's cluster pipeline sends one slot's commands to its node on one
+    # connection, in order: the hand-off needs no round trip after the wake-up
+    # there either. (redis-py's and valkey-py's cluster pipelines are not used.)
+    name = "}" + unique("clusterpipe")
+    async with (
+        connect_cluster(cluster, "coredis") as a,
+        connect_cluster(cluster, "coredis") as b,
+    ):
+        holder = RedisMutex(a, name, lease_ms=30_000)
+        waiter = RedisMutex(b, name, lease_ms=30_000, poll_ms=30_000)
+        node = cluster.nodes[cluster.node_of(holder._keys[0])]
+        lease = await holder.acquire()
+        got: list[RedisLease] = []
+
+        async def wait() -> None:
+            got.append(await waiter.acquire(timeout_ms=20_000))
+
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                await blocked_at_the_server(node)
+                assert pending_bytes_of_the_blocked_client(node) > 0
+                await lease.release()
+        assert got[0].fence > lease.fence
+        await got[0].release()
+        assert not await holder.locked()

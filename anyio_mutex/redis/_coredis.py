@@ -37,7 +37,9 @@ class _Coredis:
         self.family = "coredis"
         self.cluster = cluster
         self.can_wait = True
-        self.can_pipeline = not cluster
+        # A cluster pipeline sends the commands of one slot to its node on one
+        # connection, in order: the BLPOP and the try behind it stay together.
+        self.can_pipeline = True
         self._scripts: dict[str, Any] = {}
 
     def _script(self, source: str) -> Any:

@@ -442,7 +442,7 @@ class RedisMutex:
         contended = False
         # Waiting pipelines each try behind its BLPOP (one round trip per wake-up),
         # unless grants are confirmed by WAIT (a round trip of its own) or the
-        # client cannot keep the two on one connection (a cluster client).
+        # client cannot keep the two on one connection (redis-py's cluster).
         pipelined = self._wait is None and self._client.can_pipeline
         block: float | None = None  # None: a plain try, not pipelined
         anchor = (0.0, 0)  # (a local time, the server's clock no earlier than it)
