@@ -24,6 +24,7 @@ first rows only.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import socket
 import statistics
@@ -223,29 +224,36 @@ async def uncontended(
 ) -> dict[str, float]:
     print(f"\n== {backend}: uncontended acquire+release ({ops} ops x {repeats})")
     print(f"{'implementation':<28}{'round trips/op':>16}{'us/op':>10}")
-    times: dict[str, float] = {}
     # Round trips are counted once, with MONITOR, on one acquire+release (WAIT
-    # included: it is a round trip of its own).
-    for impl in implementations(backend):
-        name = f"bench-{impl}-{backend}"
-        client, acquire, release = make_lock(impl, servers.ports, name)
-        server = servers.serving(impl, name)
-        async with client:
+    # included: it is a round trip of its own). The repeats are interleaved across
+    # the implementations, so that a change in the machine's load hits them alike.
+    impls = implementations(backend)
+    samples: dict[str, list[float]] = {impl: [] for impl in impls}
+    trips: dict[str, int] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        locks = {}
+        for impl in impls:
+            name = f"bench-{impl}-{backend}"
+            client, acquire, release = make_lock(impl, servers.ports, name)
+            await stack.enter_async_context(client)
+            locks[impl] = (acquire, release)
             held = await acquire()  # warm up: connection, script cache
             await release(held)
-            with server.monitor() as sent:
+            with servers.serving(impl, name).monitor() as sent:
                 held = await acquire()
                 await release(held)
-            samples = []
-            for _ in range(repeats):
+            trips[impl] = len(sent)
+        for _ in range(repeats):
+            for impl in impls:
+                acquire, release = locks[impl]
                 start = time.perf_counter()
                 for _ in range(ops):
                     held = await acquire()
                     await release(held)
-                samples.append((time.perf_counter() - start) / ops * 1e6)
-        trips = str(len(sent))
-        times[impl] = statistics.median(samples)
-        print(f"{impl:<28}{trips:>16}{times[impl]:>10.0f}")
+                samples[impl].append((time.perf_counter() - start) / ops * 1e6)
+    times = {impl: statistics.median(samples[impl]) for impl in impls}
+    for impl in impls:
+        print(f"{impl:<28}{trips[impl]:>16}{times[impl]:>10.0f}")
     return times
 
 
