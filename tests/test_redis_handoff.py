@@ -9,12 +9,13 @@ check that a grant made after a long block keeps its whole lease on the local cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import anyio
 import pytest
 
-from anyio_mutex.redis import RedisLease, RedisMutex
+from anyio_mutex.redis import LockLostError, RedisLease, RedisMutex
 
 from ._redis_server import (
     RedisClusterServers,
@@ -289,3 +290,48 @@ async def test_on_a_coredis_cluster_the_try_waits_behind_the_blpop_too(
         assert got[0].fence > lease.fence
         await got[0].release()
         assert not await holder.locked()
+
+
+@pytest.mark.heavy  # real time by nature: asyncio and trio, one client family
+@pytest.mark.parametrize(
+    ("anyio_backend", "family"), client_matrix(leave_out=("redis-py", "valkey-py"))
+)
+async def test_a_long_wait_re_anchors_the_clock_once_per_lease(
+    server: RedisServer, family: str
+) -> None:
+    # A grant behind a BLPOP is placed on the local clock from the last plain try
+    # (the anchor), by the server's clock, counted 1% short: over a wait of many
+    # leases that 1% would eat the lease. So a waiter whose anchor is older than a
+    # lease sends a plain try (EVALSHA) before its next pipelined one (EVAL).
+    name = unique("anchor")
+    async with connect_as(server, family) as a, connect_as(server, family) as b:
+        holder = RedisMutex(a, name, lease_ms=30_000)
+        waiter = RedisMutex(b, name, lease_ms=150, poll_ms=50)
+        await (await RedisMutex(a, unique("warm")).acquire()).release()
+        await waiter.locked()
+        lease = await holder.acquire()
+        got: list[RedisLease] = []
+
+        async def wait() -> None:
+            granted = await waiter.acquire(timeout_ms=20_000)
+            got.append(granted)
+            # A 150 ms lease may run out on a loaded machine before this release:
+            # the release is not what is tested here.
+            with contextlib.suppress(LockLostError):
+                await granted.release()
+
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+                before = calls(server)
+                tg.start_soon(wait)
+                await blocked_at_the_server(server)
+                await anyio.sleep(0.75)  # five leases of waiting: the point
+                released_at = anyio.current_time()
+                await lease.release()
+        after = calls(server)
+        sent = {k: after[k] - before[k] for k in ROUND_TRIPS}
+        # About one plain try per 150 ms (at least 3 besides the first), and the
+        # pipelined ones in between (a BLPOP times out every 50 ms).
+        assert sent["evalsha"] >= 1 + 3, sent
+        assert sent["eval"] >= 5, sent
+        assert got[0].expires_at >= released_at + 0.15 - 0.05

@@ -528,7 +528,12 @@ class RedisMutex:
                     continue
             wait = max(wait, _MIN_BLOCK_S)
             if pipelined:
-                block = wait
+                # A grant behind a BLPOP is placed on our clock from the anchor,
+                # counting the server's time since 1% short: an anchor older than
+                # a lease would cut the lease by more than its drift margin covers,
+                # so a plain try (which re-anchors) goes first then.
+                if now - anchor[0] <= self._lease_ms / 1000:
+                    block = wait
                 continue
             await self._call(
                 "wait",
