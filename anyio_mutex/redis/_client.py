@@ -17,6 +17,10 @@ which library the user's client comes from. The calls are:
 - ``await c.blpop(key, timeout_s)``: block until ``key`` has an element or the time
   runs out (the wake-up path); returns the popped element, or ``None`` if the time
   ran out.
+- ``await c.blpop_then_script(key, timeout_s, source, keys, args)``: a BLPOP and a
+  script pipelined on one connection (only where ``c.can_pipeline``): the server
+  runs the script the moment the BLPOP returns (woken or timed out), and this
+  returns the script's answer. A woken waiter's next try costs no round trip.
 - ``await c.exists(key)``, ``await c.set(key, value, px_ms)``, ``await c.delete(key)``,
   ``await c.publish(channel, message)``.
 - ``async with c.subscribe(channel) as messages:`` subscribes on a connection of its
@@ -24,8 +28,9 @@ which library the user's client comes from. The calls are:
   then gives ``("message", data)`` per message and ``("subscribe", ...)`` each time
   the subscription is established *again* (the library reconnected): messages sent
   while it was down are lost, and the caller is told so.
-- ``c.family`` (``"coredis"``, ``"redis-py"``, ``"valkey-py"``), ``c.cluster``, and
-  ``c.can_wait`` (whether ``script_and_wait`` is supported).
+- ``c.family`` (``"coredis"``, ``"redis-py"``, ``"valkey-py"``), ``c.cluster``,
+  ``c.can_wait`` (whether ``script_and_wait`` is supported) and ``c.can_pipeline``
+  (whether ``blpop_then_script`` is).
 
 Wrap each call in :func:`_call`, which gives it a deadline and turns the library's
 errors into :class:`LockUnavailableError` (no answer) or :class:`LockRefusedError`
@@ -82,6 +87,7 @@ class _Client(Protocol):
     family: str
     cluster: bool
     can_wait: bool
+    can_pipeline: bool
 
     async def script(
         self, source: str, keys: Sequence[str], args: Sequence[Arg] = ()
@@ -98,6 +104,15 @@ class _Client(Protocol):
     ) -> tuple[Any, bool]: ...
 
     async def blpop(self, key: str, timeout_s: float) -> Any: ...
+
+    async def blpop_then_script(
+        self,
+        key: str,
+        timeout_s: float,
+        source: str,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+    ) -> Any: ...
 
     async def exists(self, key: str) -> int: ...
 

@@ -30,13 +30,16 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (coredis.exceptions.ConnectionEr
 
 @final
 class _Coredis:
-    __slots__ = ("_client", "_scripts", "can_wait", "cluster", "family")
+    __slots__ = ("_client", "_scripts", "can_pipeline", "can_wait", "cluster", "family")
 
     def __init__(self, client: Any, cluster: bool) -> None:
         self._client = client
         self.family = "coredis"
         self.cluster = cluster
         self.can_wait = True
+        # A cluster pipeline sends the commands of one slot to its node on one
+        # connection, in order: the BLPOP and the try behind it stay together.
+        self.can_pipeline = True
         self._scripts: dict[str, Any] = {}
 
     def _script(self, source: str) -> Any:
@@ -48,7 +51,15 @@ class _Coredis:
     async def script(
         self, source: str, keys: Sequence[str], args: Sequence[Arg] = ()
     ) -> Any:
-        return await self._script(source)(keys=keys, args=args)
+        # EVALSHA, and on NOSCRIPT (a restarted or flushed server) load and run it
+        # again: what a registered Script does, without its two wrapping requests
+        # per call (about a tenth of a round trip's client time here).
+        sha = self._script(source).sha
+        try:
+            return await self._client.evalsha(sha, keys=keys, args=args)
+        except coredis.exceptions.NoScriptError:
+            await self._client.script_load(source)
+            return await self._client.evalsha(sha, keys=keys, args=args)
 
     async def script_and_wait(
         self,
@@ -79,6 +90,21 @@ class _Coredis:
     async def blpop(self, key: str, timeout_s: float) -> Any:
         reply = await self._client.blpop([key], timeout=timeout_s)
         return None if reply is None else reply[1]
+
+    async def blpop_then_script(
+        self,
+        key: str,
+        timeout_s: float,
+        source: str,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+    ) -> Any:
+        # One pipeline is one connection of its own until it ends: the server runs
+        # the script as soon as the BLPOP returns, without another round trip.
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.blpop([key], timeout=timeout_s)
+            pipe.eval(source, keys=keys, args=args)
+        return pipe.results[1]
 
     async def exists(self, key: str) -> int:
         return int(await self._client.exists([key]))

@@ -98,7 +98,12 @@ class RedisLease:
         """When the lease ends at the latest, on ``anyio.current_time()``'s clock.
 
         Measured from when the grant (or the last renewal) was *sent*, so it is never
-        later than the server's own expiry, whatever the network delay.
+        later than the server's own expiry, whatever the network delay. A grant won
+        after waiting ran at the server when a release woke the waiter, later than
+        it was sent (right behind the waiter's BLPOP): it is placed on this clock
+        from an earlier try's sending plus the time the server's clock says passed
+        since (less 1%), never earlier than its own sending nor later than its
+        answer's arrival.
         """
         return self._expires_at
 

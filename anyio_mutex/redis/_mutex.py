@@ -82,7 +82,9 @@ class RedisMutex:
     ``timeout_ms`` bounds the real wait on the event loop's monotonic clock.
 
     Waiting does not poll in a loop: a waiter blocks on a wake-up list that each
-    release pushes to, so a hand-off takes a few round trips. It also blocks no longer
+    release pushes to, its next try pipelined behind the BLPOP, so that the server
+    runs it the moment a release wakes it: a hand-off costs one wake-up, not a
+    further round trip. It also blocks no longer
     than the holder's remaining lease (a crashed holder is noticed when its lease
     ends) or ``poll_ms`` at most. Tasks of one process queue locally first, so each
     process has at most one waiter per mutex at the server, holding one connection:
@@ -232,35 +234,52 @@ class RedisMutex:
             self._client, self.name, what, self._op_timeout_s + extra_s, request
         )
 
-    async def _grant(self, token: str, label: str) -> tuple[int, int]:
+    async def _grant(
+        self, token: str, label: str, block_s: float | None = None
+    ) -> tuple[int, int, int]:
         """Run the grant script; with ``wait_replicas``, only a confirmed grant counts.
 
+        With ``block_s``, block on the wake-up list first (at most ``block_s``), the
+        try pipelined behind the BLPOP on one connection: it runs at the server the
+        moment a release wakes us, with no round trip of its own.
+
+        :return: (granted, the fence or the holder's PTTL, the server's clock in
+            microseconds when the script ran)
         :raises LockUnavailableError: if the replicas did not acknowledge in time
             (the caller gives the grant back: it may have happened)
         """
-        lock, fence, _ = self._keys
+        lock, fence, wake = self._keys
         args = (token, self._lease_ms, label)
-        if self._wait is None:
-            granted, number = await self._call(
-                "acquire", lambda: self._client.script(_ACQUIRE, (lock, fence), args)
+        if block_s is not None:
+            result = await self._call(
+                "wait",
+                lambda: self._client.blpop_then_script(
+                    wake, block_s, _ACQUIRE, (lock, fence, wake), args
+                ),
+                extra_s=block_s + _SERVER_TICK_S,
             )
-            return int(granted), int(number)
-        replicas, wait_ms, aof = self._wait
-        result, confirmed = await self._call(
-            "acquire",
-            lambda: self._client.script_and_wait(
-                _ACQUIRE, (lock, fence), args, replicas, wait_ms, aof
-            ),
-            extra_s=wait_ms / 1000,
-        )
-        if not confirmed:
-            raise LockUnavailableError(
-                self.name,
-                f"the grant was not acknowledged by {replicas} replica(s)"
-                f"{' and the local AOF' if aof else ''} within {wait_ms} ms",
+        elif self._wait is None:
+            result = await self._call(
+                "acquire",
+                lambda: self._client.script(_ACQUIRE, (lock, fence, wake), args),
             )
-        granted, number = result
-        return int(granted), int(number)
+        else:
+            replicas, wait_ms, aof = self._wait
+            result, confirmed = await self._call(
+                "acquire",
+                lambda: self._client.script_and_wait(
+                    _ACQUIRE, (lock, fence, wake), args, replicas, wait_ms, aof
+                ),
+                extra_s=wait_ms / 1000,
+            )
+            if not confirmed:
+                raise LockUnavailableError(
+                    self.name,
+                    f"the grant was not acknowledged by {replicas} replica(s)"
+                    f"{' and the local AOF' if aof else ''} within {wait_ms} ms",
+                )
+        granted, number, micros = result
+        return int(granted), int(number), int(micros)
 
     async def acquire(
         self, *, timeout_ms: float | None = None, label: str | None = None
@@ -422,23 +441,42 @@ class RedisMutex:
         token = secrets.token_hex(16)
         wake = self._keys[2]
         contended = False
+        # Waiting pipelines each try behind its BLPOP (one round trip per wake-up),
+        # unless grants are confirmed by WAIT (a round trip of its own) or the
+        # client cannot keep the two on one connection (redis-py's cluster).
+        pipelined = self._wait is None and self._client.can_pipeline
+        block: float | None = None  # None: a plain try, not pipelined
+        anchor = (0.0, 0)  # (a local time, the server's clock no earlier than it)
         while True:
             sent_at = anyio.current_time()
-            # Shielded: a grant whose answer we never read would be held by no one.
-            # (Bound first: pyright cannot know that a shield swallows nothing.)
-            granted, number = 0, 0
-            with anyio.CancelScope(shield=True):
-                try:
-                    granted, number = await self._grant(token, label)
-                except BaseException:
-                    # No answer, a refusal, or a native Task.cancel() (which the
-                    # shield does not stop). The grant may have happened with its
-                    # answer lost: give it back (by token: it cannot touch anyone
-                    # else's), so a failed acquisition leaves nothing held. If that
-                    # fails too, the key expires with its lease.
-                    with contextlib.suppress(LockUnavailableError):
-                        await self._release(token)
-                    raise
+            # Bound first: pyright cannot know that a shield swallows nothing.
+            granted, number, micros = 0, 0, 0
+            try:
+                if block is None:
+                    # Shielded: a grant whose answer we never read would be held
+                    # by no one.
+                    with anyio.CancelScope(shield=True):
+                        granted, number, micros = await self._grant(token, label)
+                else:
+                    # Not shielded: a cancellation must not wait out the BLPOP.
+                    # The pipelined try may then have granted: given back below.
+                    granted, number, micros = await self._grant(token, label, block)
+            except BaseException:
+                # No answer, a refusal, a cancellation while pipelined, or a native
+                # Task.cancel() (which the shield does not stop). The grant may have
+                # happened with its answer lost: give it back (by token: it cannot
+                # touch anyone else's), so a failed acquisition leaves nothing held.
+                # If that fails too, the key expires with its lease.
+                with (
+                    anyio.CancelScope(shield=True),
+                    contextlib.suppress(LockUnavailableError),
+                ):
+                    await self._release(token)
+                raise
+            if block is None:
+                anchor = (sent_at, micros)  # the script ran after we sent it
+            else:
+                sent_at = self._granted_at(anchor, sent_at, micros)
             if granted:
                 lease = RedisLease(
                     self,
@@ -467,6 +505,7 @@ class RedisMutex:
                         )
                 return lease, contended
             contended = True
+            block = None
             now = anyio.current_time()
             if deadline is not None and now >= deadline:
                 owner = await self.owner()
@@ -478,21 +517,43 @@ class RedisMutex:
                     owner=owner,
                 )
             # Block until a release wakes us, the holder's lease ends, or poll_ms.
-            block = self._poll_s if number < 0 else min(number / 1000, self._poll_s)
-            if deadline is not None and deadline - now <= block + _SERVER_TICK_S:
+            wait = self._poll_s if number < 0 else min(number / 1000, self._poll_s)
+            if deadline is not None and deadline - now <= wait + _SERVER_TICK_S:
                 # The server times blocking calls out on its own tick (100 ms at the
                 # default hz=10). Block there only until a tick before our deadline,
                 # wait out the rest here, then try once more: exact, and no cancelled
                 # BLPOP (which would cost the client a reconnect).
-                block = deadline - now - _SERVER_TICK_S
-                if block < _MIN_BLOCK_S:
+                wait = deadline - now - _SERVER_TICK_S
+                if wait < _MIN_BLOCK_S:
                     await anyio.sleep(deadline - now)
                     continue
+            wait = max(wait, _MIN_BLOCK_S)
+            if pipelined:
+                # A grant behind a BLPOP is placed on our clock from the anchor,
+                # counting the server's time since 1% short: an anchor older than
+                # a lease would cut the lease by more than its drift margin covers,
+                # so a plain try (which re-anchors) goes first then.
+                if now - anchor[0] <= self._lease_ms / 1000:
+                    block = wait
+                continue
             await self._call(
                 "wait",
-                lambda: self._client.blpop(wake, max(block, _MIN_BLOCK_S)),  # noqa: B023
-                extra_s=block + _SERVER_TICK_S,
+                lambda: self._client.blpop(wake, wait),  # noqa: B023
+                extra_s=wait + _SERVER_TICK_S,
             )
+
+    @staticmethod
+    def _granted_at(anchor: tuple[float, int], sent_at: float, micros: int) -> float:
+        """When a pipelined try ran, on our clock, no later than it really did.
+
+        It ran after the BLPOP in front of it returned: some time between its sending
+        and its answer. The server's clock says how long after the anchor (a plain
+        try, which ran after we sent it) that was; counted 1% short, for a server
+        clock that runs fast, and never before the pipeline was sent.
+        """
+        local, server = anchor
+        elapsed = (micros - server) / 1_000_000 * 0.99
+        return min(max(sent_at, local + elapsed), anyio.current_time())
 
     async def _release(self, token: str) -> bool:
         lock, _, wake = self._keys

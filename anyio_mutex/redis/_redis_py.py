@@ -27,6 +27,7 @@ class _RedisPy:
         "_errors",
         "_scripts",
         "_unavailable",
+        "can_pipeline",
         "can_wait",
         "cluster",
         "family",
@@ -39,6 +40,9 @@ class _RedisPy:
         # WAIT must run on the connection that wrote: a pipeline gives us one. A
         # cluster pipeline would route the keyless WAIT to some node: not offered.
         self.can_wait = not cluster
+        # A cluster pipeline may split or reorder by node: the BLPOP and the script
+        # must run on one connection, in order.
+        self.can_pipeline = not cluster
         self._errors = errors  # the library's exceptions module
         self._scripts: dict[str, Any] = {}
         self._unavailable: tuple[type[BaseException], ...] = (
@@ -109,6 +113,24 @@ class _RedisPy:
             self._check()
         reply = await self._client.blpop([key], timeout=timeout_s)
         return None if reply is None else reply[1]
+
+    async def blpop_then_script(
+        self,
+        key: str,
+        timeout_s: float,
+        source: str,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+    ) -> Any:
+        if not self._checked:
+            self._check()
+        # One pipeline is one connection: the server runs the script as soon as
+        # the BLPOP returns, without another round trip.
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.blpop([key], timeout=timeout_s)
+            pipe.eval(source, len(keys), *keys, *args)
+            _, result = await pipe.execute()
+        return result
 
     async def exists(self, key: str) -> int:
         if not self._checked:

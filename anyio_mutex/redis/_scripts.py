@@ -8,24 +8,32 @@ from typing import Final
 # acquisition) is what a release or a renewal must prove. redis.pcall('GET') answers
 # a table instead of raising when the key holds another type: not ours, held.
 
-# KEYS: lock, fence. ARGV: token, lease ms, label.
-# Grants and mints the fence in one step, or reports the holder's PTTL. Idempotent: a
+# KEYS: lock, fence, wake. ARGV: token, lease ms, label.
+# Grants and mints the fence in one step ({1, fence, now}), or reports the holder's
+# PTTL ({0, pttl, now}); now is the server's clock in microseconds when the script
+# ran, which lets a waiter whose try ran later than it was sent (pipelined behind a
+# BLPOP) place the grant on its own clock (see RedisMutex._granted_at). Idempotent: a
 # client's retry of a grant that already happened finds its own token and gets the
 # same grant back. The fence is floored by the server's clock (microseconds since
 # the epoch), so it keeps increasing when the fence key is lost to a restart without
 # persistence, a FLUSHALL or an eviction, as long as that clock does not go back.
 _ACQUIRE: Final = """
+local now = redis.call('TIME')
+local micros = tonumber(now[1]) * 1000000 + tonumber(now[2])
 local held = redis.pcall('GET', KEYS[1])
 if held then
   local mine = ARGV[1] .. ':'
   if type(held) == 'string' and string.sub(held, 1, #mine) == mine then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return {1, tonumber(string.match(held, '^[^:]*:(%d+):'))}
+    return {1, tonumber(string.match(held, '^[^:]*:(%d+):')), micros}
   end
-  return {0, redis.call('PTTL', KEYS[1])}
+  -- Held: a wake-up still in the list was pushed before this holder's grant (no
+  -- one was blocked to take it). The holder's release will push a fresh one; this
+  -- one would only wake the caller's next BLPOP for a try that must fail.
+  redis.call('DEL', KEYS[3])
+  return {0, redis.call('PTTL', KEYS[1]), micros}
 end
-local now = redis.call('TIME')
-local fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local fence = micros
 local last = tonumber(redis.pcall('GET', KEYS[2]))
 if last and last >= fence then
   fence = last + 1
@@ -33,7 +41,7 @@ end
 local text = string.format('%d', fence)
 redis.call('SET', KEYS[2], text)
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. text .. ':' .. ARGV[3], 'PX', ARGV[2])
-return {1, fence}
+return {1, fence, micros}
 """
 # KEYS: lock, wake, released-marker. ARGV: token, wake-key ms, marker ms.
 # Compare-and-delete, then wake one waiter (BLPOP serves the longest-blocked first).
