@@ -69,6 +69,11 @@ class _Entry:
         self.delta = delta  # how long the fetch took: XFetch refreshes that much early
 
 
+# OrderedDict.move_to_end called unbound: the hit paths' LRU bump. A method load on
+# an OrderedDict is not specialised by CPython 3.11; a module global is.
+_move_to_end: Callable[[OrderedDict[Any, _Entry], Any], None] = OrderedDict.move_to_end  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+
+
 @final
 class _Expiring:
     """A fetch result carrying its own TTL (used by anyio_mutex.redis): not public."""
@@ -282,7 +287,7 @@ class RefreshCache(Generic[K, V]):
             else:
                 clock = self._clock
                 if clock() < entry.expires:
-                    self._data.move_to_end(key)
+                    _move_to_end(self._data, key)
                     self._hits += 1
                     return entry.value  # type: ignore[no-any-return]
             return await self._miss(key, fetcher, ttl_s, timeout_ms, label)
@@ -523,13 +528,14 @@ async def get_or_refresh(
     else:
         clock = cache._clock
         if clock() < entry.expires:
-            cache._data.move_to_end(key)
+            _move_to_end(cache._data, key)
             cache._hits += 1
             return entry.value  # type: ignore[no-any-return]
     return await cache._miss(key, fetcher, ttl_s, timeout_ms, label)
 
 
-_FAST_KEY_TYPES = frozenset({int, str})
+# Types keyed as themselves, not in a 1-tuple; a tuple: `in` tests identity first.
+_FAST_KEY_TYPES = (str, int)
 _POSITIONAL = (
     inspect.Parameter.POSITIONAL_ONLY,
     inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -748,7 +754,7 @@ class CachedFunction(Generic[P, V]):
         else:
             clock = self._clock
             if clock() < entry.expires:
-                self._data.move_to_end(key)
+                _move_to_end(self._data, key)
                 self._cache._hits += 1
                 return entry.value  # type: ignore[no-any-return]
         fetch = functools.partial(self._fn, *args)
