@@ -349,21 +349,25 @@ class RefreshCache(Generic[K, V]):
         self._early_refreshes += 1
         return True
 
-    async def _miss(
+    def _miss(
         self,
         key: K,
         fetcher: Callable[[], Awaitable[V]],
         ttl_s: float | None,
         timeout_ms: float | None,
         label: str | None,
-    ) -> V:
+    ) -> Awaitable[V]:
+        # Not a coroutine: it returns the flight's, which its caller awaits at once.
+        # Every caller of a burst misses once, and a coroutine object less per miss
+        # means less for the garbage collector. _start goes unbound (self among its
+        # arguments, _start_fetch below): no bound method per miss either.
         if timeout_ms is _UNSET:
             timeout_ms = self._timeout_ms
         self._misses += 1
-        return await self._flight._do(
+        return self._flight._do(
             key,
-            self._start,
-            (key, fetcher, self._ttl_s if ttl_s is _UNSET else ttl_s),
+            _start_fetch,
+            (self, key, fetcher, self._ttl_s if ttl_s is _UNSET else ttl_s),
             timeout_ms,
             label,
             "fetch of",
@@ -475,6 +479,9 @@ class RefreshCache(Generic[K, V]):
             f" ttl_s={self._ttl_s}>"
         )
 
+
+# RefreshCache._start unbound, as _miss passes it to the flight.
+_start_fetch: Callable[..., Awaitable[Any]] = RefreshCache._start  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
 
 _default_cache: RefreshCache[Any, Any] = RefreshCache(max_entries=10_000)
 
