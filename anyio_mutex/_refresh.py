@@ -69,6 +69,11 @@ class _Entry:
         self.delta = delta  # how long the fetch took: XFetch refreshes that much early
 
 
+# OrderedDict.move_to_end called unbound: the hit paths' LRU bump. A method load on
+# an OrderedDict is not specialised by CPython 3.11; a module global is.
+_move_to_end: Callable[[OrderedDict[Any, _Entry], Any], None] = OrderedDict.move_to_end  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+
+
 @final
 class _Expiring:
     """A fetch result carrying its own TTL (used by anyio_mutex.redis): not public."""
@@ -173,6 +178,7 @@ class RefreshCache(Generic[K, V]):
         "_label",
         "_max_entries",
         "_misses",
+        "_plain",
         "_random",
         "_stale_if_error",
         "_stale_served",
@@ -227,6 +233,8 @@ class RefreshCache(Generic[K, V]):
         self._clock = clock
         self._label = label
         self._checkpoint_on_hit = checkpoint_on_hit
+        # Hits that are a lookup and a clock read only: the inlined hit paths.
+        self._plain = not checkpoint_on_hit and not beta
         self._random = random.Random()
         self._data: OrderedDict[K, _Entry] = OrderedDict()
         self._flight: SingleFlight[K, V] = SingleFlight(label)
@@ -262,17 +270,31 @@ class RefreshCache(Generic[K, V]):
             is not awaitable (no fetch state is left behind), or a bad type is passed
         :raises ValueError: if ``ttl_s`` or ``timeout_ms`` is negative or NaN
         """
-        self._check_call(fetcher, ttl_s, timeout_ms, label)
+        if not (
+            ttl_s is _UNSET
+            and timeout_ms is _UNSET
+            and label is None
+            and callable(fetcher)
+        ):  # the common, valid call skips the validator (which starts with this test)
+            self._check_call(fetcher, ttl_s, timeout_ms, label)
+        if self._plain:
+            # No checkpoint on hits, no XFetch: _hit() inlined, a Python call less.
+            # A subscript and a local clock cost less than .get() and self._clock().
+            try:
+                entry = self._data[key]
+            except KeyError:
+                pass  # a miss; fetched outside the except block (no implicit context)
+            else:
+                clock = self._clock
+                if clock() < entry.expires:
+                    _move_to_end(self._data, key)
+                    self._hits += 1
+                    return entry.value  # type: ignore[no-any-return]
+            return await self._miss(key, fetcher, ttl_s, timeout_ms, label)
         if self._checkpoint_on_hit:
             # First, as trio's primitives do: a cancelled caller changes nothing, and
             # a miss whose fetcher never yields is a checkpoint all the same.
             await anyio.lowlevel.checkpoint()
-        # _hit() inlined for the common case (no XFetch): a Python call less per hit.
-        entry = self._data.get(key)
-        if entry is not None and not self._early and self._clock() < entry.expires:
-            self._data.move_to_end(key)
-            self._hits += 1
-            return entry.value  # type: ignore[no-any-return]
         value = self._hit(key)
         if value is not _MISS:
             return value  # type: ignore[no-any-return]
@@ -327,21 +349,25 @@ class RefreshCache(Generic[K, V]):
         self._early_refreshes += 1
         return True
 
-    async def _miss(
+    def _miss(
         self,
         key: K,
         fetcher: Callable[[], Awaitable[V]],
         ttl_s: float | None,
         timeout_ms: float | None,
         label: str | None,
-    ) -> V:
+    ) -> Awaitable[V]:
+        # Not a coroutine: it returns the flight's, which its caller awaits at once.
+        # Every caller of a burst misses once, and a coroutine object less per miss
+        # means less for the garbage collector. _start goes unbound (self among its
+        # arguments, _start_fetch below): no bound method per miss either.
         if timeout_ms is _UNSET:
             timeout_ms = self._timeout_ms
         self._misses += 1
-        return await self._flight._do(
+        return self._flight._do(
             key,
-            self._start,
-            (key, fetcher, self._ttl_s if ttl_s is _UNSET else ttl_s),
+            _start_fetch,
+            (self, key, fetcher, self._ttl_s if ttl_s is _UNSET else ttl_s),
             timeout_ms,
             label,
             "fetch of",
@@ -454,6 +480,9 @@ class RefreshCache(Generic[K, V]):
         )
 
 
+# RefreshCache._start unbound, as _miss passes it to the flight.
+_start_fetch: Callable[..., Awaitable[Any]] = RefreshCache._start  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+
 _default_cache: RefreshCache[Any, Any] = RefreshCache(max_entries=10_000)
 
 
@@ -462,12 +491,16 @@ def default_cache() -> RefreshCache[Any, Any]:
     return _default_cache
 
 
+# get_or_refresh's default timeout, by identity: a caller that leaves it is not checked.
+_DEFAULT_TIMEOUT_MS = 5000
+
+
 async def get_or_refresh(
     key: Hashable,
     fetcher: Callable[[], Awaitable[V]],
     ttl_s: float | None = 60.0,
     *,
-    timeout_ms: float | None = 5000,
+    timeout_ms: float | None = _DEFAULT_TIMEOUT_MS,
     label: str | None = None,
 ) -> V:
     """Return the cached value of ``key``, refreshing it with one fetch per expiry.
@@ -480,30 +513,36 @@ async def get_or_refresh(
     :param timeout_ms: the longest to wait for another caller's fetch
     :raises MutexTimeoutError: if ``timeout_ms`` ran out while waiting
     """
+    # RefreshCache.get_or_refresh's code, in this frame: a second coroutine costs
+    # as much as the hit itself.
     cache: RefreshCache[Hashable, V] = _default_cache
-    # The hit path of RefreshCache.get_or_refresh, without a second coroutine frame.
     if not (  # the common, valid call skips _check_call (same test as its own)
         label is None
-        and callable(fetcher)
-        and (ttl_s is None or (type(ttl_s) in _NUMBER_TYPES and ttl_s >= 0))
         and (
-            timeout_ms is None
+            timeout_ms is _DEFAULT_TIMEOUT_MS
+            or timeout_ms is None
             or (type(timeout_ms) in _NUMBER_TYPES and timeout_ms >= 0)
         )
+        and (ttl_s is None or (type(ttl_s) in _NUMBER_TYPES and ttl_s >= 0))
+        and callable(fetcher)
     ):
         cache._check_call(fetcher, ttl_s, timeout_ms, label)
-    entry = cache._data.get(key)  # _hit() inlined, as in RefreshCache.get_or_refresh
-    if entry is not None and not cache._early and cache._clock() < entry.expires:
-        cache._data.move_to_end(key)
-        cache._hits += 1
-        return entry.value  # type: ignore[no-any-return]
-    value = cache._hit(key)
-    if value is not _MISS:
-        return value  # type: ignore[no-any-return]
+    # The default cache is plain (no checkpoint on hits, no XFetch): _hit() inlined.
+    try:
+        entry = cache._data[key]
+    except KeyError:
+        pass  # a miss; fetched outside the except block (no implicit context)
+    else:
+        clock = cache._clock
+        if clock() < entry.expires:
+            _move_to_end(cache._data, key)
+            cache._hits += 1
+            return entry.value  # type: ignore[no-any-return]
     return await cache._miss(key, fetcher, ttl_s, timeout_ms, label)
 
 
-_FAST_KEY_TYPES = frozenset({int, str})
+# Types keyed as themselves, not in a 1-tuple; a tuple: `in` tests identity first.
+_FAST_KEY_TYPES = (str, int)
 _POSITIONAL = (
     inspect.Parameter.POSITIONAL_ONLY,
     inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -641,7 +680,6 @@ class CachedFunction(Generic[P, V]):
         "_checkpoint",
         "_clock",
         "_data",
-        "_early",
         "_fn",
         "_hit",
         "_instance",
@@ -651,7 +689,6 @@ class CachedFunction(Generic[P, V]):
         "_registry",
         "_single",
         "_token",
-        "_touch",
     )
 
     # Set by functools.update_wrapper, as on the function it wraps.
@@ -664,7 +701,6 @@ class CachedFunction(Generic[P, V]):
     _checkpoint: bool
     _clock: Callable[[], float]
     _data: OrderedDict[Any, _Entry]
-    _early: float
     _fn: Callable[..., Awaitable[V]]
     _hit: Callable[[Hashable], Any]
     _instance: object
@@ -674,7 +710,6 @@ class CachedFunction(Generic[P, V]):
     _registry: dict[int, tuple[weakref.ref[Any], int]]
     _single: bool
     _token: int | None
-    _touch: Callable[[Any], None]
 
     def __init__(
         self, fn: Callable[P, Awaitable[V]], cache: RefreshCache[Any, V]
@@ -693,12 +728,10 @@ class CachedFunction(Generic[P, V]):
         self._hit = cache._hit
         self._data = cache._data
         self._clock = cache._clock
-        self._early = cache._early
-        self._touch = cache._data.move_to_end
         self._checkpoint = checkpoint_on_hit
         name = getattr(fn, "__name__", "")
         self._keys = keys = _KeyMaker(_signature(fn), name)
-        self._arity = -1 if checkpoint_on_hit else keys.arity
+        self._arity = keys.arity if cache._plain else -1
         self._single = keys.single
         self._method_keys = None  # built on first binding to an instance
         self._name = getattr(fn, "__qualname__", repr(fn))
@@ -710,7 +743,8 @@ class CachedFunction(Generic[P, V]):
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> V:
         """Return the cached result for these arguments, or compute it once."""
         # The shortcut: a plain function called with exactly its positional
-        # parameters (``_arity`` is -1 for bound forms and checkpoint_on_hit).
+        # parameters, on a plain cache (``_arity`` is -1 for bound forms, and for
+        # caches with checkpoint_on_hit or XFetch).
         if kwargs or len(args) != self._arity:
             return await self._call(args, kwargs)
         if self._single:
@@ -719,16 +753,17 @@ class CachedFunction(Generic[P, V]):
                 key = args
         else:
             key = args
-        # RefreshCache._hit inlined for the common case (no XFetch), which saves a
-        # Python call per hit; anything else goes through _hit itself.
-        entry = self._data.get(key)
-        if entry is not None and self._clock() < entry.expires and not self._early:
-            self._touch(key)
-            self._cache._hits += 1
-            return entry.value  # type: ignore[no-any-return]
-        value = self._hit(key)
-        if value is not _MISS:
-            return value  # type: ignore[no-any-return]
+        # RefreshCache._hit inlined, as in RefreshCache.get_or_refresh.
+        try:
+            entry = self._data[key]
+        except KeyError:
+            pass  # a miss; fetched outside the except block (no implicit context)
+        else:
+            clock = self._clock
+            if clock() < entry.expires:
+                _move_to_end(self._data, key)
+                self._cache._hits += 1
+                return entry.value  # type: ignore[no-any-return]
         fetch = functools.partial(self._fn, *args)
         return await self._cache._miss(key, fetch, _UNSET, _UNSET, None)
 
