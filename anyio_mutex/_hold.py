@@ -4,8 +4,6 @@ epilogue, and the identity of the running event loop."""
 from __future__ import annotations
 
 import sys
-from asyncio import current_task as _asyncio_current_task
-from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Final, Protocol, final
@@ -134,6 +132,20 @@ def running_loop() -> tuple[Backend, object]:
     return token.backend_class, token.native_token
 
 
+# asyncio's two C getters, once asyncio is imported (by someone else: importing it
+# here would cost every trio program ~20 ms and the logging module).
+_asyncio: tuple[Callable[[], Any], Callable[[Any], Any]] | None = None
+
+
+def _load_asyncio() -> tuple[Callable[[], Any], Callable[[Any], Any]] | None:
+    global _asyncio
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    _asyncio = (asyncio.events._get_running_loop, asyncio.current_task)
+    return _asyncio
+
+
 def current_task() -> Any:
     """Return the running task as its event loop knows it (an asyncio or trio task).
 
@@ -146,11 +158,13 @@ def current_task() -> Any:
     """
     # The C getter answers None where no asyncio loop runs (under trio), and an
     # asyncio loop without a current task is a trio guest run on that loop.
-    loop = _get_running_loop()
-    if loop is not None:
-        task = _asyncio_current_task(loop)
-        if task is not None:
-            return task
+    asyncio = _asyncio or _load_asyncio()
+    if asyncio is not None:
+        loop = asyncio[0]()
+        if loop is not None:
+            task = asyncio[1](loop)
+            if task is not None:
+                return task
     trio = sys.modules.get("trio")
     if trio is None:
         raise RuntimeError("no task is running in this thread")
