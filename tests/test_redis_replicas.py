@@ -236,10 +236,15 @@ async def test_cancelled_while_waiting_for_the_replica_holds_nothing(
                         outcome.append(f"cancelled={scope.cancelled_caught}")
 
                     tg.start_soon(acquirer)
-                    await anyio.wait_all_tasks_blocked()  # in the WAIT
-                    assert replicated.primary.command("EXISTS", lock_key(name)) == (
-                        b":1\r\n"
-                    )  # granted, not yet confirmed
+                    # Blocked on the socket is not yet granted at the server: ask
+                    # the server (each query is a round trip) until it has run it.
+                    for _ in range(2000):
+                        await anyio.wait_all_tasks_blocked()
+                        exists = replicated.primary.command("EXISTS", lock_key(name))
+                        if exists == b":1\r\n":
+                            break  # granted, not yet confirmed: in the WAIT
+                    else:  # pragma: no cover
+                        pytest.fail("the grant never reached the server")
                     tg.cancel_scope.cancel()
             assert replicated.primary.command("EXISTS", lock_key(name)) == b":0\r\n"
         assert "acquired" not in outcome, outcome
