@@ -15,7 +15,7 @@ from anyio.lowlevel import checkpoint as _checkpoint
 from anyio.lowlevel import checkpoint_if_cancelled as _checkpoint_if_cancelled
 
 from ._errors import NO_EVENT_LOOP, MutexLoopError, MutexReleaseError, MutexTimeoutError
-from ._hold import running_loop
+from ._hold import current_task, running_loop
 from ._validation import check_label, check_timeout_ms
 from ._waitgraph import Holder, LockView, enter_wait, leave_wait, track
 from ._waitgraph import registry as _waitgraph
@@ -127,6 +127,7 @@ class Semaphore:
         "_label",
         "_limit",
         "_longest_wait",
+        "_owners",
         "_queue",
         "_timeouts",
     )
@@ -148,6 +149,9 @@ class Semaphore:
         # Waiters in arrival order; O(1) removal for a waiter that gives up anywhere.
         # Invariant: it is empty unless every permit is held (see _grant).
         self._queue: OrderedDict[_Waiter, None] = OrderedDict()
+        # token -> id of the task holding it in an ``async with`` body (recorded
+        # while deadlock detection is on): only that task's exit releases it.
+        self._owners: dict[int, int] = {}
         self._entered: ContextVar[_Entered | None] = ContextVar(
             "anyio_mutex.Semaphore.entered", default=None
         )
@@ -164,10 +168,19 @@ class Semaphore:
     # -- the wait-for graph ------------------------------------------------------------
 
     def _wg_holders(self, key: object) -> Sequence[Holder]:
-        # No permit belongs to a task: its release function may be called from any
-        # task, and any task may raise the limit. So a wait for a permit never
-        # counts as certain to last forever: no edges for the deadlock walk.
-        return ()
+        # A waiter needs any one permit back (need_all=False). A permit held in an
+        # ``async with`` body is released only by its task's exit: an edge to that
+        # task. A permit from acquire() may be released by any task, so it names no
+        # task (-1 is never parked): a wait with such a permit held is never
+        # reported. With a permit free (being handed on), nothing blocks the wait.
+        holders = self._holders
+        if len(holders) < self._limit:
+            return ()
+        owners = self._owners
+        return [
+            Holder(owners.get(token, -1), None, label)
+            for token, label in list(holders.items())
+        ]
 
     def _wg_label(self, key: object) -> str:
         return self._label
@@ -322,7 +335,7 @@ class Semaphore:
             self._fail(start, timeout_ms)
         waiter = _Waiter(label)
         wait = None
-        if _waitgraph.detect:  # for snapshot(): a permit wait is never a deadlock
+        if _waitgraph.detect:  # raises DeadlockError if every holder waits for us
             wait = enter_wait(
                 self,
                 None,
@@ -432,6 +445,8 @@ class Semaphore:
         # between them.
         entered = self._entered
         entered.set((token, entered.get()))
+        if _waitgraph.detect:
+            self._owners[token] = id(current_task())
 
     def _exit(self) -> None:
         entered = self._entered
@@ -443,6 +458,7 @@ class Semaphore:
                 reason="this task did not enter it with 'async with'",
             )
         entered.set(top[1])
+        self._owners.pop(top[0], None)
         self._release(top[0])
 
     #: ``async with sem:`` is _enter() with no timeout and the default label.

@@ -21,6 +21,7 @@ from anyio_mutex import (
     MutexTimeoutError,
     RefreshCache,
     RWLock,
+    Semaphore,
     disable_deadlock_detection,
     enable_deadlock_detection,
     snapshot,
@@ -464,3 +465,110 @@ async def test_snapshot_lists_keys_rwlocks_permits_and_fetches() -> None:
         "snapsem": ["permit-waiter"],
         "snapcache: the fetch of key 'k'": ["follower"],
     }
+
+
+# --- semaphores -------------------------------------------------------------------
+
+
+async def test_semaphore_whose_every_holder_waits_for_the_waiter_raises() -> None:
+    sem, m = Semaphore(1, label="pool"), AsyncMutex("m")
+    m_held, permit_held = anyio.Event(), anyio.Event()
+    errors: list[DeadlockError] = []
+    completed: list[str] = []
+
+    async def holder() -> None:
+        async with sem.hold(label="job-a"):
+            permit_held.set()
+            await m_held.wait()
+            async with m:  # parks: "waiter" holds m
+                completed.append("holder")
+
+    async def waiter() -> None:
+        async with m:
+            m_held.set()
+            await wait_all_tasks_blocked()  # "holder" is parked on m now
+            try:
+                async with sem:
+                    completed.append("waiter")  # pragma: no cover - must not happen
+            except DeadlockError as exc:
+                errors.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(holder, name="holder")
+            await permit_held.wait()
+            tg.start_soon(waiter, name="waiter")
+    assert completed == ["holder"]
+    (error,) = errors
+    assert [(s.task, s.waits_for, s.held_by) for s in error.cycle] == [
+        ("waiter", "pool", "job-a"),
+        ("holder", "m", "m"),
+    ]
+    assert sem.statistics().available == 1
+
+
+async def test_semaphore_waiting_for_its_own_permit_raises_at_once() -> None:
+    sem = Semaphore(1, label="one")
+    with anyio.fail_after(5):
+        async with sem:
+            with pytest.raises(DeadlockError) as info:
+                await sem.acquire()
+    (step,) = info.value.cycle
+    assert step.waits_for == "one"
+    assert step.task == step.holder_task
+    assert sem.statistics().available == 1
+
+
+@pytest.mark.parametrize("other", ["running holder", "acquire() permit"])
+async def test_semaphore_wait_is_not_reported_while_a_permit_may_come_back(
+    other: str,
+) -> None:
+    # Two permits: one held in a body by a task that waits for us, the other by a
+    # running task (it will release), or from acquire() (any task may release it).
+    sem, m = Semaphore(2, label="pool"), AsyncMutex("m")
+    m_held, both_held, go = anyio.Event(), anyio.Event(), anyio.Event()
+    got: list[str] = []
+
+    async def stuck_holder() -> None:
+        async with sem:
+            await m_held.wait()
+            async with m:
+                got.append("stuck_holder")
+
+    async def other_holder() -> None:
+        if other == "running holder":
+            async with sem:
+                both_held.set()
+                await go.wait()
+        else:
+            release = await sem.acquire()
+            both_held.set()
+            await go.wait()
+            release()
+
+    async def waiter() -> None:
+        async with m:
+            m_held.set()
+            await wait_all_tasks_blocked()
+            if other == "running holder":
+                async with sem:  # parks until the running holder lets go
+                    got.append("waiter")
+            else:
+                with pytest.raises(MutexTimeoutError):
+                    await sem.acquire(timeout_ms=50)
+                got.append("timed out")
+                go.set()  # only now does the acquire() permit come back
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stuck_holder)
+            tg.start_soon(other_holder)
+            await both_held.wait()
+            tg.start_soon(waiter)
+            if other == "running holder":
+                await wait_all_tasks_blocked()  # the waiter is parked on sem
+                go.set()
+    if other == "running holder":
+        assert got == ["waiter", "stuck_holder"]
+    else:
+        assert got == ["timed out", "stuck_holder"]

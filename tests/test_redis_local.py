@@ -10,7 +10,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from anyio_mutex import MutexReentryError, MutexTimeoutError
+from anyio_mutex import AsyncMutex, DeadlockError, MutexReentryError, MutexTimeoutError
 from anyio_mutex.redis import LockLostError, RedisLease, RedisMutex
 
 from ._redis_server import RedisServer, connect, server_fixture, unique
@@ -199,3 +199,58 @@ async def test_waiter_cancelled_as_it_is_handed_the_turn_passes_it_on(
         assert got == ["X"]
         assert w_scope.cancelled_caught
         assert not await mutex.locked()
+
+
+@pytest.mark.parametrize("way", ["hold", "acquire"])
+async def test_local_wait_for_a_renewed_holder_waiting_for_us_is_a_deadlock(
+    server: RedisServer, way: str
+) -> None:
+    # A holds the Redis lock and waits for a local mutex that B holds; B then waits
+    # for the Redis lock. Under hold() A's lease is renewed for as long as A waits,
+    # so B's wait can never end: DeadlockError. Under acquire() A's lease runs out
+    # by itself, so B's wait is not reported (it times out here instead).
+    async with connect(server) as client:
+        redis_lock = RedisMutex(client, unique("cycle"), lease_ms=5_000)
+        local = AsyncMutex("local")
+        a_holds, b_holds = anyio.Event(), anyio.Event()
+        outcome: list[str] = []
+
+        async def a() -> None:
+            if way == "hold":
+                async with redis_lock.hold(label="A"):
+                    a_holds.set()
+                    await b_holds.wait()
+                    async with local:
+                        outcome.append("A done")
+            else:
+                lease = await redis_lock.acquire(label="A")
+                a_holds.set()
+                await b_holds.wait()
+                async with local:
+                    outcome.append("A done")
+                await lease.release()
+
+        async def b() -> None:
+            async with local:
+                b_holds.set()
+                await anyio.wait_all_tasks_blocked()  # A is parked on `local` now
+                try:
+                    lease = await redis_lock.acquire(label="B", timeout_ms=300)
+                except DeadlockError as exc:
+                    outcome.append("B deadlock")
+                    (step_b, step_a) = exc.cycle
+                    assert (step_b.task, step_b.held_by) == ("b", "A")
+                    assert (step_a.task, step_a.waits_for) == ("a", "local")
+                except MutexTimeoutError:
+                    outcome.append("B timed out")
+                else:  # pragma: no cover - A holds the lock throughout
+                    await lease.release()
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(a, name="a")
+                await a_holds.wait()
+                tg.start_soon(b, name="b")
+        expected = "B deadlock" if way == "hold" else "B timed out"
+        assert outcome == [expected, "A done"]
+        assert not await redis_lock.locked()

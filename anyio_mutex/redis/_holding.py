@@ -47,6 +47,8 @@ async def _hold(
     See ``RedisMutex.hold()`` for the guarantees.
     """
     lease = await acquire()
+    if lease._turn is not None:
+        lease._turn.renewed = True
     owner = lease._mutex
     body_error: BaseException | None = None
     try:

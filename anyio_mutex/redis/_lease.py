@@ -20,7 +20,7 @@ def _drift_s(lease_s: float) -> float:
 class _Turn:
     """A task's place in the local queue: one task of a process goes to the server."""
 
-    __slots__ = ("event", "label", "lease", "scope", "task")
+    __slots__ = ("event", "label", "lease", "renewed", "scope", "task")
 
     def __init__(self, task: int, label: str) -> None:
         self.task = task  # the acquiring task's id: re-entry is detected by it
@@ -30,6 +30,9 @@ class _Turn:
         # While queued: the scope of the wait, whose deadline a grant may bring
         # forward to the new lease's end (so that a stalled holder is noticed).
         self.scope: anyio.CancelScope | None = None
+        # Set by hold(): the lease is renewed while its body runs, so the turn ends
+        # only when the body does (the deadlock walk relies on that).
+        self.renewed = False
 
 
 class _LeaseOwner(Protocol):

@@ -361,7 +361,7 @@ class RedisMutex:
             self._turn = turn
             return
         wait = None
-        if _waitgraph.detect:  # for snapshot(): see _wg_holders
+        if _waitgraph.detect:  # raises DeadlockError: see _wg_holders
             wait = enter_wait(self, None, turn.label)
         self._queue.append(turn)
         try:
@@ -409,10 +409,13 @@ class RedisMutex:
                 leave_wait(wait)
 
     def _wg_holders(self, key: object) -> Sequence[Holder]:
-        # A local turn ends when its lease runs out, unless hold() renews it, which
-        # a turn does not record: no local wait is certain to last forever, so the
-        # queue is shown by snapshot() but never reported as a deadlock.
-        return ()
+        # A local turn from acquire() ends when its lease runs out: no edge, its
+        # waiters are shown by snapshot() but never reported. A turn held by hold()
+        # is renewed until its body ends, so its waiters wait for its task.
+        turn = self._turn
+        if turn is None or not turn.renewed:
+            return ()
+        return (Holder(turn.task, None, self._turn_label(turn)),)
 
     def _wg_label(self, key: object) -> str:
         return self.name
