@@ -26,7 +26,11 @@ import anyio
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import Row, measure, parse_args, ratio, run_on_backends, table
 
-from anyio_mutex import AsyncMutex
+from anyio_mutex import (
+    AsyncMutex,
+    disable_deadlock_detection,
+    enable_deadlock_detection,
+)
 
 TARGETS = [
     # (case, baseline, limit)
@@ -202,6 +206,19 @@ def handoff_rows(backend: str, tasks: int) -> list[Row]:
                 base,
             )
         )
+
+    # The same hand-off without deadlock detection (on by default): what of the
+    # gap to anyio.Lock is the detector's (bench_deadlock.py) and what the mutex's.
+    async def undetected(n: int) -> None:
+        disable_deadlock_detection()
+        try:
+            await contended(AsyncMutex, True)(n)
+        finally:
+            enable_deadlock_detection()
+
+    rows.append(
+        Row("hand-off AsyncMutex, detection off", undetected, "hand-off anyio.Lock")
+    )
     # Every waiter timed: the cost of the per-waiter timer on the contended path.
     timed_base = "timed hand-off AsyncMutex"
     rows.append(Row(timed_base, contended(AsyncMutex, True, None, TIMED_TASKS)))
