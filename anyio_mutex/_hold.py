@@ -142,6 +142,9 @@ def _load_asyncio() -> tuple[Callable[[], Any], Callable[[Any], Any]] | None:
     asyncio = sys.modules.get("asyncio")
     if asyncio is None:
         return None
+    # _get_running_loop is asyncio's documented-in-source fast getter (in
+    # asyncio.events.__all__, used by uvloop and trio-asyncio): unlike the public
+    # get_running_loop() it answers None instead of raising under trio.
     _asyncio = (asyncio.events._get_running_loop, asyncio.current_task)
     return _asyncio
 

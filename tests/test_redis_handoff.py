@@ -335,3 +335,22 @@ async def test_a_long_wait_re_anchors_the_clock_once_per_lease(
         assert sent["evalsha"] >= 1 + 3, sent
         assert sent["eval"] >= 5, sent
         assert got[0].expires_at >= released_at + 0.15 - 0.05
+
+
+async def test_a_pipelined_grant_is_never_placed_after_it_ran() -> None:
+    # The pipelined try ran at the server some time before its answer arrived; the
+    # lease is placed from an anchor plus the server's elapsed time, 1% short.
+    now = anyio.current_time()
+    anchor = (now - 5.0, 1_000_000_000)  # a plain try sent 5 s ago, server µs then
+    sent_at = now - 0.30  # the BLPOP and its try went out 0.30 s ago
+    # It ran 4.75 s after the anchor on the server's clock: placed 1% earlier.
+    ran = RedisMutex._granted_at(anchor, sent_at, anchor[1] + 4_750_000)
+    assert ran == pytest.approx(now - 5.0 + 4.75 * 0.99)
+    assert sent_at <= ran <= now
+    # The server's clock stepped forward by 1 s meanwhile: it claims 5.75 s passed
+    # where only 5 s did here. Not trusted: the grant is placed at its sending.
+    stepped = RedisMutex._granted_at(anchor, sent_at, anchor[1] + 5_750_000)
+    assert stepped == sent_at
+    # A server clock that claims the try ran before the pipeline was sent.
+    early = RedisMutex._granted_at(anchor, sent_at, anchor[1] + 1_000_000)
+    assert early == sent_at

@@ -552,11 +552,16 @@ class RedisMutex:
         It ran after the BLPOP in front of it returned: some time between its sending
         and its answer. The server's clock says how long after the anchor (a plain
         try, which ran after we sent it) that was; counted 1% short, for a server
-        clock that runs fast, and never before the pipeline was sent.
+        clock that runs fast, and never before the pipeline was sent. A server clock
+        that says more time passed than did here (it stepped forward) is not
+        trusted: the grant is then placed at its sending.
         """
         local, server = anchor
-        elapsed = (micros - server) / 1_000_000 * 0.99
-        return min(max(sent_at, local + elapsed), anyio.current_time())
+        now = anyio.current_time()
+        elapsed = (micros - server) / 1_000_000
+        if elapsed > now - local:
+            return sent_at
+        return min(max(sent_at, local + elapsed * 0.99), now)
 
     async def _release(self, token: str) -> bool:
         lock, _, wake = self._keys
