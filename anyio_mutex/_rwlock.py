@@ -127,21 +127,26 @@ class RWLock:
         return None
 
     def _wg_holders(self, waiter: _Waiter | None) -> Sequence[Holder]:
+        return self._blockers(waiter, False)
+
+    def _blockers(self, waiter: _Waiter | None, timed: bool) -> Sequence[Holder]:
         # What ``waiter`` waits for: a writer waits for the writer and every reader; a
         # reader for the writer and any writer queued ahead of it (FIFO: readers
         # behind a queued writer are not admitted before it). A waiter already
         # granted (not resumed yet) holds the lock: it waits for nobody.
         if waiter is not None and waiter.granted:
             return (Holder(waiter.task_id, None, waiter.label),)
+        # The walk reads only ids and labels; how long each has held it (timed) is
+        # for snapshot().
         holders: list[Holder] = []
         if self._writer is not None:
             writer = self._writer
-            since = held_since(writer, self)
+            since = held_since(writer, self) if timed else None
             holders.append(Holder(writer, None, self._writer_label, since))
         if waiter is None or waiter.kind is _WRITE:
             readers = list(self._readers.items())
             holders += [
-                Holder(tid, None, label, held_since(tid, self))
+                Holder(tid, None, label, held_since(tid, self) if timed else None)
                 for tid, (label, _) in readers
             ]
         else:
@@ -156,7 +161,7 @@ class RWLock:
         return self._label
 
     def _wg_locks(self) -> Iterator[LockView]:
-        yield LockView("RWLock", self._label, self, None, self._wg_holders(None))
+        yield LockView("RWLock", self._label, self, None, self._blockers(None, True))
 
     def _grant(self) -> None:
         # Admit from the head of the queue whatever can run now: one writer if the lock
