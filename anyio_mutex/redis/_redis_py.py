@@ -150,7 +150,9 @@ class _RedisPy:
     async def publish(self, channel: str, message: str) -> int:
         if not self._checked:
             self._check()
-        return int(await self._client.publish(channel, message))
+        # execute_command, not publish(): valkey-py's ValkeyCluster has no publish()
+        # method, and it is what publish() sends on the others.
+        return int(await self._client.execute_command("PUBLISH", channel, message))
 
     @asynccontextmanager
     async def subscribe(
