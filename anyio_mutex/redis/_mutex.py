@@ -553,13 +553,14 @@ class RedisMutex:
         and its answer. The server's clock says how long after the anchor (a plain
         try, which ran after we sent it) that was; counted 1% short, for a server
         clock that runs fast, and never before the pipeline was sent. A server clock
-        that says more time passed than did here (it stepped forward) is not
-        trusted: the grant is then placed at its sending.
+        that says more time passed than did here, beyond what the lease's drift
+        margin (1% + 2 ms) absorbs, stepped forward: it is not trusted, and the grant
+        is placed at its sending.
         """
         local, server = anchor
         now = anyio.current_time()
         elapsed = (micros - server) / 1_000_000
-        if elapsed > now - local:
+        if elapsed > (now - local) * 1.01 + 0.002:
             return sent_at
         return min(max(sent_at, local + elapsed * 0.99), now)
 
