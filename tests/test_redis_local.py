@@ -11,7 +11,9 @@ import anyio
 import pytest
 
 from anyio_mutex import AsyncMutex, DeadlockError, MutexReentryError, MutexTimeoutError
+from anyio_mutex._hold import current_task as current_native_task
 from anyio_mutex.redis import LockLostError, RedisLease, RedisMutex
+from anyio_mutex.redis._lease import _Turn
 
 from ._redis_server import RedisServer, connect, server_fixture, unique
 
@@ -254,3 +256,46 @@ async def test_local_wait_for_a_renewed_holder_waiting_for_us_is_a_deadlock(
         expected = "B deadlock" if way == "hold" else "B timed out"
         assert outcome == [expected, "A done"]
         assert not await redis_lock.locked()
+
+
+async def test_a_lease_that_outlives_its_task_keeps_that_task_s_identity(
+    server: RedisServer,
+) -> None:
+    # Re-entry is told by task identity. A lease from acquire() may outlive the task
+    # that took it; were that task freed, a new task could get its id and be refused
+    # as a re-entry. The turn keeps the task object alive (so its id cannot be
+    # reused) until the turn ends, and not a moment longer.
+    import gc
+    import weakref
+
+    async with connect(server) as client:
+        mutex = RedisMutex(client, unique("identity"), lease_ms=5_000)
+        tasks: list[weakref.ref[object]] = []
+        leases: list[RedisLease] = []
+
+        async def take() -> None:
+            tasks.append(weakref.ref(current_native_task()))
+            leases.append(await mutex.acquire(label="A"))
+
+        async def in_a_task_group() -> None:  # a trio nursery refers to its children
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(take)
+
+        await in_a_task_group()
+        gc.collect()
+        assert tasks[0]() is not None  # ended, but its turn still holds it
+        with anyio.fail_after(5):  # another task is not taken for a re-entry
+            with pytest.raises(MutexTimeoutError):
+                await mutex.acquire(label="B", timeout_ms=50)
+        await leases[0].release()
+        with anyio.fail_after(5):
+            lease = await mutex.acquire(label="B", timeout_ms=3000)
+        await lease.release()
+        del lease, leases[:]
+        gc.collect()
+        # The turn is over: no turn keeps the task alive (on asyncio nothing does;
+        # trio's own bookkeeping may hold a finished task a while longer).
+        task = tasks[0]()
+        assert task is None or not any(
+            isinstance(ref, _Turn) for ref in gc.get_referrers(task)
+        )

@@ -20,10 +20,14 @@ def _drift_s(lease_s: float) -> float:
 class _Turn:
     """A task's place in the local queue: one task of a process goes to the server."""
 
-    __slots__ = ("event", "label", "lease", "renewed", "scope", "task")
+    __slots__ = ("event", "label", "lease", "owner", "renewed", "scope", "task")
 
-    def __init__(self, task: int, label: str) -> None:
-        self.task = task  # the acquiring task's id: re-entry is detected by it
+    def __init__(self, owner: object, label: str) -> None:
+        # The acquiring task, kept alive for as long as the turn: a lease from
+        # acquire() may outlive its task, and a new task must not get its id (the
+        # re-entry check and the deadlock walk compare ids).
+        self.owner = owner
+        self.task = id(owner)
         self.label = label
         self.lease: RedisLease | None = None  # set once granted at the server
         self.event = anyio.Event()  # set when the turn is handed to this waiter

@@ -301,14 +301,18 @@ class RedisMutex:
         timeout_s = check_timeout_ms(timeout_ms)
         check_label(label)
         label = self.label if label is None else label
-        task = id(current_task())
+        owner = current_task()
         current = self._turn
-        if current is not None and current.task == task and not self._ran_out(current):
+        if (
+            current is not None
+            and current.owner is owner
+            and not self._ran_out(current)
+        ):
             # Waiting for our own lease would only let it expire: fail at once.
             raise MutexReentryError(self.name, self._turn_label(current))
         start = anyio.current_time()
         deadline = None if timeout_s is None else start + timeout_s
-        turn = _Turn(task, label)
+        turn = _Turn(owner, label)
         self._waiting += 1
         try:
             await self._acquire_local(turn, start, deadline, timeout_ms)
