@@ -228,9 +228,17 @@ class DeadlockStep:
     holder_task: str | None
 
     def __str__(self) -> str:
-        held = f"held by {self.held_by!r}" if self.held_by is not None else "held"
-        if self.holder_task is not None:
-            held += f" (task {self.holder_task!r})"
+        label, holder = self.held_by, self.holder_task
+        # The default owner label is the lock's own label, and labels are often task
+        # names: a label that repeats one of those says nothing new.
+        if label is not None and label not in (self.waits_for, holder):
+            held = f"held by {label!r}"
+            if holder is not None:
+                held += f" (task {holder!r})"
+        elif holder is not None:
+            held = f"held by task {holder!r}"
+        else:
+            held = "held" if label is None else f"held by {label!r}"
         return f"task {self.task!r} waits for {self.waits_for!r}, {held}"
 
 
