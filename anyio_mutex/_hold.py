@@ -15,11 +15,13 @@ from ._errors import MutexTimeoutError
 
 
 class Backend(Protocol):
-    """The two questions the locks ask an anyio backend class."""
+    """What the locks ask of an anyio backend class."""
 
     def current_token(self) -> object: ...  # pragma: no cover
 
     def current_time(self) -> float: ...  # pragma: no cover
+
+    async def checkpoint_if_cancelled(self) -> None: ...  # pragma: no cover
 
 
 def _entering() -> None:  # pragma: no cover - a marker, never called
@@ -82,6 +84,10 @@ async def deadline_fired(
     timeout and raises the error, only if this returns.
     """
     waited_ms = (anyio.current_time() - start) * 1000
+    if timeout_ms is not None and waited_ms < timeout_ms:
+        # The deadline passed, so the wait was at least timeout_ms long; a shortfall
+        # is float rounding (start + timeout - start) or a clock in whole ms (uvloop).
+        waited_ms = float(timeout_ms)
     if try_once:
         await anyio.lowlevel.checkpoint()
     else:
@@ -108,6 +114,10 @@ class _PortableBackend:
     @staticmethod
     def current_time() -> float:
         return anyio.current_time()
+
+    @staticmethod
+    async def checkpoint_if_cancelled() -> None:
+        await anyio.lowlevel.checkpoint_if_cancelled()
 
 
 try:

@@ -1,13 +1,32 @@
-"""Mutex and AsyncMutex: exclusive locks on anyio.Lock, with timeouts and labels."""
+"""Mutex and AsyncMutex: exclusive FIFO locks with timeouts and labels, for anyio.
+
+The mutex keeps its own queue of waiters instead of wrapping an ``anyio.Lock``: a
+release hands the lock straight to the first waiter (its task and label become the
+owner at once), and the timed waiters of one mutex share one timer on asyncio. Both
+are what make a contended, timed wait cost about what an untimed ``anyio.Lock`` wait
+does. The parking primitives are each backend's public ones:
+
+* asyncio: one future per waiter, resolved by the release (granted) or by the shared
+  timer (timed out); ``Task.cancel()`` (an anyio cancel scope does that too) cancels
+  it;
+* trio: ``trio.lowlevel.wait_task_rescheduled`` and ``reschedule``, with a native
+  ``trio.CancelScope`` as the deadline of a timed wait.
+
+A waiter that is cancelled after it was granted the lock releases it (handing it on),
+so a cancelled acquire never holds anything, as with ``anyio.Lock``.
+"""
 
 from __future__ import annotations
 
 import functools
+import heapq
+import sys
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, TypeVar, cast, final
+from typing import Any, Final, TypeVar, final
 
 import anyio
 from anyio import LockStatistics
@@ -23,12 +42,13 @@ from ._errors import (
     MutexReentryError,
     MutexReleaseError,
 )
-from ._hold import Backend, Hold, current_task, deadline_fired, running_loop
+from ._hold import Backend, Hold, current_task, deadline_fired, running_loop, task_name
 from ._validation import check_bool, check_callable, check_label, check_timeout_ms
 from ._waitgraph import (
     Holder,
     LockView,
     _Wait,
+    add_wait,
     enter_wait,
     held_since,
     leave_wait,
@@ -39,17 +59,24 @@ from ._waitgraph import registry as _waitgraph
 T = TypeVar("T")
 _M = TypeVar("_M", bound="_MutexBase")
 
+# A waiter's state (in its _Wait record). Only its own task reads it once it wakes.
+_WAITING: Final = 0
+_GRANTED: Final = 1  # the release made its task the owner
+_TIMED_OUT: Final = 2  # the shared timer (asyncio) took it out of the queue
+_GONE: Final = 3  # cancelled and out of the queue
 
-def _plain_label(owner: object) -> str | None:
-    # After a contended wait the owner label is (label, the wait record).
-    if type(owner) is tuple:
-        return cast("tuple[str, _Wait]", owner)[0]
-    return cast("str | None", owner)
+
+def _no_task() -> Any:
+    # The task getter of a mutex not bound to any event loop yet.
+    raise RuntimeError("not bound")
 
 
-#: Marks a lock that anyio has handed to a waiter which has not resumed yet; the owner
-#: label is then looked up from the waiter table by the new holder's task id.
-_HANDOFF: Final = object()
+def _task_info(task: Any) -> anyio.TaskInfo:
+    # What anyio.Lock.statistics() reports: TaskInfo compares by id, and id() of a
+    # native task is its anyio task id, so anyio.Condition's ownership check works.
+    get_coro = getattr(task, "get_coro", None)  # asyncio.Task; a trio task has .coro
+    coro = get_coro() if get_coro is not None else task.coro
+    return anyio.TaskInfo(id(task), None, task_name(task), coro)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,22 +104,55 @@ class MutexStatistics(LockStatistics):
     longest_wait_ms: float
 
 
+# trio's parking primitives, looked up when a mutex first binds to trio (importing
+# trio here would cost every asyncio program its import time).
+_trio_wait: Any = None
+_trio_reschedule: Any = None
+_trio_scope: Any = None
+_TRIO_ABORTED: Any = None
+
+
+def _load_trio() -> None:
+    global _trio_wait, _trio_reschedule, _trio_scope, _TRIO_ABORTED
+    trio = sys.modules["trio"]
+    _trio_wait = trio.lowlevel.wait_task_rescheduled
+    _trio_reschedule = trio.lowlevel.reschedule
+    _trio_scope = trio.CancelScope
+    _TRIO_ABORTED = trio.lowlevel.Abort.SUCCEEDED
+
+
+def _abort_trio(queue: OrderedDict[_Wait, None], waiter: _Wait, _: object) -> Any:
+    # trio calls this only for a waiter it has not rescheduled: it is still queued.
+    del queue[waiter]
+    waiter.state = _GONE
+    return _TRIO_ABORTED
+
+
 class _MutexBase(anyio.Lock):
     __slots__ = (
         "_acquisitions",
+        "_aloop",
         "_backend",
-        "_claims",
         "_clock",
         "_contended",
+        "_deadlines",
         "_fast_acquire",
+        "_future",
+        "_get_task",
         "_label",
-        "_lock",
         "_longest_wait",
         "_loop",
         "_order_node",
+        "_owner",
         "_owner_label",
+        "_post",
+        "_pre",
+        "_queue",
+        "_seq",
         "_timeouts",
-        "_waiting",
+        "_timer",
+        "_timer_at",
+        "_trio",
     )
 
     def __new__(
@@ -102,7 +162,7 @@ class _MutexBase(anyio.Lock):
         fast_acquire: bool = False,
         _order_node: object = None,
     ) -> _M:
-        # anyio.Lock.__new__ returns a backend lock; this class wraps one instead.
+        # anyio.Lock.__new__ returns a backend lock; this class is its own lock.
         return object.__new__(cls)
 
     def __init__(
@@ -116,22 +176,32 @@ class _MutexBase(anyio.Lock):
         check_bool(fast_acquire, "fast_acquire")
         self._label = label
         self._fast_acquire = fast_acquire
+        # The holder's native task and owner label; None while free.
+        self._owner: Any = None
+        self._owner_label: str | None = None
+        # Parked waiters in FIFO order (an ordered set: a cancelled one leaves in O(1)).
+        self._queue: OrderedDict[_Wait, None] = OrderedDict()
         # Bound on first use, so the mutex can be built at import time, outside a loop;
-        # rebound when it moves, free, to another event loop or backend.
-        self._lock: anyio.Lock | None = None
-        # The backend and event loop the inner lock's holder and waiters were last
-        # seen in, and that backend's clock (resolved once per loop: cheaper than
-        # anyio.current_time(), which looks the backend up on every call).
+        # rebound when it moves, free, to another event loop or backend: the backend
+        # class, the loop's token, its clock, how to ask for the running task, and the
+        # checkpoints around an uncontended acquire.
         self._backend: Backend | None = None
         self._loop: object = None
         self._clock: Callable[[], float] = anyio.current_time
-        self._owner_label: object = None
-        # Bumped by every acquisition that labels a free lock before awaiting it, so
-        # an abandoned one can tell whether the label it wrote is still its own.
-        self._claims = 0
-        # Queued waiters with a label of their own: task id -> that label. Waiters
-        # under the mutex's default label are not listed (that saves a task lookup).
-        self._waiting: dict[int, str] = {}
+        self._get_task: Callable[[], Any] = _no_task
+        self._trio = False
+        self._aloop: Any = None  # the asyncio event loop (futures and the timer)
+        self._future: Any = None  # asyncio.Future: cheaper than loop.create_future()
+        self._pre: Callable[[], Awaitable[None]] | None = None
+        self._post: Callable[[], Awaitable[None]] | None = None
+        # asyncio's shared timer: a heap of (deadline, seq, waiter) and one TimerHandle
+        # armed at the earliest deadline. A waiter granted before its deadline leaves
+        # a stale entry behind; stale entries are dropped when they reach the top, and
+        # all of them when the queue empties.
+        self._deadlines: list[tuple[float, int, _Wait]] = []
+        self._seq = 0
+        self._timer: Any = None
+        self._timer_at = 0.0
         # What the lock-order checker calls this lock (a KeyedMutex names its keys').
         self._order_node: object = self if _order_node is None else _order_node
         if _order_node is None:  # a KeyedMutex's keys are listed by the KeyedMutex
@@ -149,73 +219,246 @@ class _MutexBase(anyio.Lock):
                 self._label, self.current_owner, reason=NO_EVENT_LOOP
             ) from None
 
-    def _bind(self) -> anyio.Lock:
+    def _bind(self) -> Any:
+        # Bind to the running event loop (or fail, changing nothing); return the task.
         backend, loop = self._here()
-        lock = self._lock = anyio.Lock(fast_acquire=self._fast_acquire)
-        self._backend, self._loop, self._clock = backend, loop, backend.current_time
-        return lock
-
-    def _moved(self) -> bool:
-        # Whether this call runs in another event loop than the one last seen: one
-        # cheap call to the known backend (it raises under another backend).
-        backend = self._backend
-        assert backend is not None
         try:
-            return backend.current_token() is not self._loop
+            task = current_task()
         except RuntimeError:
-            return True
-
-    def _settle_owner(self, lock: anyio.Lock) -> None:
-        # Called right after the inner lock was released (or an acquire was abandoned):
-        # anyio hands the lock straight to the next waiter, if any.
-        self._owner_label = _HANDOFF if lock.locked() else None
-
-    def _unclaim(self, lock: anyio.Lock, claim: int) -> None:
-        # An acquire of a free lock failed after labelling it: undo the label unless
-        # another acquisition has labelled the lock since (it took the lock meanwhile).
-        if self._claims == claim:
-            self._settle_owner(lock)
-
-    def _held_by_current_task(self, lock: anyio.Lock) -> bool:
-        # The one re-entry rule. Only asked on error paths (anyio raises RuntimeError
-        # before parking a task that re-acquires a lock it holds), so that the hot
-        # paths never pay for the two task lookups.
-        owner = lock.statistics().owner
-        return owner is not None and owner.id == id(current_task())
-
-    def _adopt(self, lock: anyio.Lock) -> anyio.Lock:
-        # The mutex was last seen in another event loop (or backend). Free and
-        # unwaited for, it moves here on a fresh inner lock; held by a task of this
-        # loop (taken on the fast path, which never looks the loop up), it stays.
-        backend, loop = self._here()
-        stats = lock.statistics()
-        if not stats.locked and not stats.tasks_waiting:
-            lock = self._lock = anyio.Lock(fast_acquire=self._fast_acquire)
-        elif stats.owner is None or stats.owner not in anyio.get_running_tasks():
+            raise MutexLoopError(
+                self._label, self.current_owner, reason=NO_EVENT_LOOP
+            ) from None
+        owner = self._owner
+        if (owner is not None or self._queue) and not (
+            owner is task or self._runs_here(owner)
+        ):
             raise MutexLoopError(self._label, self.current_owner, reason=OTHER_LOOP)
-        self._backend, self._loop, self._clock = backend, loop, backend.current_time
-        return lock
+        trio = sys.modules.get("trio")
+        if trio is not None and isinstance(task, trio.lowlevel.Task):
+            if _trio_wait is None:
+                _load_trio()
+            self._trio = True
+            self._aloop = None
+            self._get_task = trio.lowlevel.current_task
+            self._pre = trio.lowlevel.checkpoint_if_cancelled
+            self._post = (
+                None if self._fast_acquire else trio.lowlevel.cancel_shielded_checkpoint
+            )
+        else:
+            asyncio = sys.modules["asyncio"]
+            self._trio = False
+            self._aloop = task.get_loop()
+            self._get_task = asyncio.current_task
+            self._future = asyncio.Future
+            # As anyio.Lock: raise a pending cancellation before taking the lock, then
+            # (unless fast_acquire) yield once, releasing if cancelled there.
+            self._pre = backend.checkpoint_if_cancelled
+            self._post = (
+                None if self._fast_acquire else functools.partial(asyncio.sleep, 0)
+            )
+        if not self._queue:
+            self._drop_timer()
+        self._backend, self._loop = backend, loop
+        # asyncio's clock is its loop's time(); asking the loop saves a lookup.
+        self._clock = backend.current_time if self._trio else self._aloop.time
+        return task
 
-    def _recover(self, lock: anyio.Lock) -> anyio.Lock | None:
-        # The inner lock raised RuntimeError: raise the misuse it means, or return the
-        # lock to retry with (moved to this loop); None if there is nothing to add.
-        self._here()  # raises if no event loop runs in this thread
-        if self._held_by_current_task(lock):
-            raise MutexReentryError(self._label, self.current_owner) from None
-        if not self._moved():
-            return None
-        return self._adopt(lock)
+    def _runs_here(self, task: Any) -> bool:
+        # Whether the holder (taken on the fast path, which never looks the loop up)
+        # is a task of the running event loop.
+        ident = id(task)
+        return any(info.id == ident for info in anyio.get_running_tasks())
 
-    async def _acquire_free(self, lock: anyio.Lock, label: str | None) -> None:
-        # The uncontended path; acquire() inlines a copy of it, for speed.
-        claim = self._claims = self._claims + 1
-        self._owner_label = self._label if label is None else label
+    def _current(self) -> Any:
+        # The running task, rebinding first if the mutex was last used in another
+        # event loop or backend; only the slow paths ask.
         try:
-            await lock.acquire()
-        except BaseException:
-            self._unclaim(lock, claim)
-            raise
+            task = self._get_task()
+        except RuntimeError:  # another backend, or no event loop
+            return self._bind()
+        if task is None:  # an asyncio loop running no task of ours: a trio guest
+            return self._bind()
+        if self._trio:
+            if self._backend.current_token() is not self._loop:  # type: ignore[union-attr]  # pyright: ignore[reportOptionalMemberAccess]
+                return self._bind()
+        elif task.get_loop() is not self._aloop:
+            return self._bind()
+        return task
+
+    def _drop_timer(self) -> None:
+        self._deadlines.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _hand_on(self) -> None:
+        # The holder lets go: the first waiter still waiting becomes the owner.
+        queue = self._queue
+        while queue:
+            waiter = queue.popitem(last=False)[0]
+            if self._trio:
+                waiter.state = _GRANTED
+                self._owner = waiter.task
+                self._owner_label = (
+                    self._label if waiter.label is None else waiter.label
+                )
+                _trio_reschedule(waiter.task)
+                return
+            if waiter.fut.cancelled():  # cancelled, its task not resumed yet
+                waiter.state = _GONE
+                continue
+            waiter.state = _GRANTED
+            self._owner = waiter.task
+            self._owner_label = self._label if waiter.label is None else waiter.label
+            waiter.fut.set_result(None)
+            return
+        self._owner = self._owner_label = None
+        if self._deadlines:
+            self._drop_timer()
+
+    def _expire(self) -> None:
+        # asyncio's shared timer: fail every waiter whose deadline has passed, then
+        # re-arm for the earliest one left.
+        self._timer = None
+        deadlines = self._deadlines
+        now = self._aloop.time()
+        while deadlines:
+            deadline, _, waiter = deadlines[0]
+            if waiter.state is not _WAITING:
+                heapq.heappop(deadlines)
+            elif deadline > now:  # a timer may fire up to a clock tick early
+                break
+            else:
+                heapq.heappop(deadlines)
+                if not waiter.fut.cancelled():
+                    del self._queue[waiter]
+                    waiter.state = _TIMED_OUT
+                    waiter.fut.set_result(None)
+        if deadlines:
+            self._arm(deadlines[0][0])
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._aloop.call_at(deadline, self._expire)
+        self._timer_at = deadline
+
+    def _add_deadline(self, waiter: _Wait, deadline: float) -> None:
+        deadlines = self._deadlines
+        if len(deadlines) > 2 * len(self._queue) + 16:
+            # Mostly granted waiters' entries: keep the live ones.
+            deadlines[:] = [e for e in deadlines if e[2].state is _WAITING]
+            heapq.heapify(deadlines)
+        self._seq += 1
+        heapq.heappush(deadlines, (deadline, self._seq, waiter))
+        if self._timer is None or deadline < self._timer_at:
+            self._arm(deadline)
+
+    async def _take_free(self, task: Any, label: str | None) -> bool:
+        # The uncontended path (acquire() inlines a copy of it, for speed): False if
+        # the lock was taken meanwhile, at a checkpoint before taking it.
+        pre = self._pre
+        if pre is not None:
+            await pre()
+            if self._owner is not None:
+                return False
+        self._owner = task
+        self._owner_label = self._label if label is None else label
+        post = self._post
+        if post is not None:
+            try:
+                await post()
+            except BaseException:
+                self._hand_on()
+                raise
         self._acquisitions += 1
+        return True
+
+    async def _acquire_slow(
+        self, timeout_ms: float | None, timeout_s: float | None, label: str | None
+    ) -> None:
+        # Everything but the uncontended path: waiting, "try once", misuse, and a lock
+        # that has to move to this event loop first.
+        task = self._current()
+        owner = self._owner
+        if owner is None:
+            if await self._take_free(task, label):
+                return
+            owner = self._owner
+        if owner is task:
+            raise MutexReentryError(self._label, self.current_owner)
+        clock = self._clock
+        start = clock()
+        if timeout_s == 0:  # "try once" never queues
+            error = await deadline_fired(
+                start, timeout_ms, self._label, self.current_owner, try_once=True
+            )
+            self._timeouts += 1
+            raise error
+        # The queue entry is the wait-for graph's record of this wait, too.
+        waiter = _Wait(task, self, None, label, timeout_s is not None, True, None)
+        wait = None
+        if _waitgraph.detect:
+            its_wait = _waitgraph.waiting.get(id(owner))
+            if its_wait is None or its_wait.resource is self:
+                # The holder runs (or was just handed this lock): no cycle.
+                wait = add_wait(waiter)
+            else:
+                # Raises DeadlockError (holding nothing new) if the holder waits,
+                # directly or through others, for this task.
+                wait = enter_wait(self, None, label, task=task, record=waiter)
+        try:
+            if self._trio:
+                await self._park_trio(waiter, timeout_s, start)
+            else:
+                fut = waiter.fut = self._future(loop=self._aloop)
+                self._queue[waiter] = None
+                if timeout_s is not None:
+                    self._add_deadline(waiter, start + timeout_s)
+                try:
+                    await fut
+                except BaseException:
+                    state = waiter.state
+                    if state is _GRANTED:
+                        self._hand_on()
+                    elif state is _WAITING:
+                        del self._queue[waiter]
+                        waiter.state = _GONE
+                    raise
+        finally:
+            if wait is not None:
+                leave_wait(wait)
+        if waiter.state is _TIMED_OUT:
+            # Our own deadline passed; nothing is held or queued.
+            error = await deadline_fired(
+                start, timeout_ms, self._label, self.current_owner
+            )
+            self._timeouts += 1
+            raise error
+        waited = clock() - start
+        self._acquisitions += 1
+        self._contended += 1
+        if waited > self._longest_wait:
+            self._longest_wait = waited
+
+    async def _park_trio(
+        self, waiter: _Wait, timeout_s: float | None, start: float
+    ) -> None:
+        self._queue[waiter] = None
+        abort = functools.partial(_abort_trio, self._queue, waiter)
+        if timeout_s is None:
+            await _trio_wait(abort)
+            return
+        with _trio_scope(deadline=start + timeout_s) as scope:
+            await _trio_wait(abort)
+        if scope.cancelled_caught:
+            waiter.state = _TIMED_OUT
+
+    def _release_error(self) -> MutexReleaseError:
+        self._here()  # raises if no event loop runs in this thread
+        if self._owner is None:
+            return MutexReleaseError(self._label, None, reason=NOT_LOCKED)
+        return MutexReleaseError(self._label, self.current_owner, reason=NOT_HOLDER)
 
     async def acquire(
         self, *, timeout_ms: float | None = None, label: str | None = None
@@ -242,109 +485,35 @@ class _MutexBase(anyio.Lock):
         timeout_s = None if timeout_ms is None else check_timeout_ms(timeout_ms)
         if label is not None:
             check_label(label)
-        lock = self._lock or self._bind()
         checker = _diagnostics.checker
         if checker is not None:
             checker.before_acquire(self._order_node, self._label)
-        if lock.locked():
-            await self._acquire_slow(lock, timeout_ms, timeout_s, label)
-        else:  # _acquire_free, inlined: a coroutine frame costs ~10% here
-            claim = self._claims = self._claims + 1
-            # Labelled before the await, so the holder is named while it yields.
-            self._owner_label = self._label if label is None else label
-            try:
-                await lock.acquire()
-            except RuntimeError:  # bound to another event loop or backend
-                self._unclaim(lock, claim)
-                await self._acquire_slow(lock, timeout_ms, timeout_s, label)
-            except BaseException:
-                self._unclaim(lock, claim)
-                raise
+        # _take_free, inlined: a coroutine frame costs ~10% of an uncontended acquire.
+        try:
+            task = None if self._owner is not None else self._get_task()
+        except RuntimeError:  # not bound yet, or bound to another backend
+            task = None
+        if task is None:
+            await self._acquire_slow(timeout_ms, timeout_s, label)
+        else:
+            pre = self._pre
+            if pre is not None:
+                await pre()
+            if self._owner is not None:  # taken meanwhile
+                await self._acquire_slow(timeout_ms, timeout_s, label)
             else:
+                self._owner = task
+                self._owner_label = self._label if label is None else label
+                post = self._post
+                if post is not None:
+                    try:
+                        await post()
+                    except BaseException:
+                        self._hand_on()
+                        raise
                 self._acquisitions += 1
         if checker is not None:
             checker.acquired(self._order_node, self._label)
-
-    async def _acquire_slow(
-        self,
-        lock: anyio.Lock,
-        timeout_ms: float | None,
-        timeout_s: float | None,
-        label: str | None,
-    ) -> None:
-        # Everything but the uncontended path: waiting, "try once", misuse, and a lock
-        # that has to move to this event loop first.
-        try:  # _moved(), inlined: this runs on every hand-off
-            moved = self._backend.current_token() is not self._loop  # type: ignore[union-attr]  # pyright: ignore[reportOptionalMemberAccess]
-        except RuntimeError:
-            moved = True
-        if moved:
-            lock = self._adopt(lock)
-            if not lock.locked():
-                await self._acquire_free(lock, label)
-                return
-        clock = self._clock
-        start = clock()
-        if timeout_s == 0:
-            # "Try once" never queues.
-            try:
-                lock.acquire_nowait()  # cannot succeed (held); tells re-entry apart
-            except anyio.WouldBlock:
-                pass
-            except RuntimeError:
-                self._recover(lock)
-                raise
-            error = await deadline_fired(
-                start, timeout_ms, self._label, self.current_owner, try_once=True
-            )
-            self._timeouts += 1
-            raise error
-        wait = None
-        if _waitgraph.detect:
-            # Raises DeadlockError (holding nothing new) if the holder waits, directly
-            # or through others, for this task; a re-entry is left to anyio to report.
-            wait = enter_wait(
-                self,
-                None,
-                label,
-                bounded=timeout_s is not None,
-                reentry=True,
-            )
-        task_id = None
-        if label is not None and label != self._label:
-            task_id = id(current_task()) if wait is None else wait.task_id
-            self._waiting[task_id] = label
-        try:
-            if timeout_s is None:
-                await lock.acquire()
-            else:
-                with anyio.CancelScope(deadline=start + timeout_s) as scope:
-                    await lock.acquire()
-                if scope.cancelled_caught:
-                    # Our own deadline fired and anyio left nothing held or queued.
-                    error = await deadline_fired(
-                        start, timeout_ms, self._label, self.current_owner
-                    )
-                    self._timeouts += 1
-                    raise error
-        except RuntimeError:
-            # anyio raises this before parking, on both backends: never a deadlock.
-            self._recover(lock)
-            raise
-        finally:
-            if wait is not None:
-                leave_wait(wait)
-            if task_id is not None:
-                del self._waiting[task_id]
-        waited = clock() - start
-        owner = self._label if label is None else label
-        # A waiter knows its task: (label, its wait record) carries it, so the
-        # deadlock walk need not ask the inner lock for its owner (a task lookup).
-        self._owner_label = owner if wait is None else (owner, wait)
-        self._acquisitions += 1
-        self._contended += 1
-        if waited > self._longest_wait:
-            self._longest_wait = waited
 
     def acquire_nowait(self, *, label: str | None = None) -> None:
         """Acquire the mutex if it is free, without waiting.
@@ -357,15 +526,18 @@ class _MutexBase(anyio.Lock):
         """
         if label is not None:
             check_label(label)
-        lock = self._lock or self._bind()
         try:
-            lock.acquire_nowait()
+            task = self._get_task()
         except RuntimeError:
-            moved = self._recover(lock)
-            if moved is None:
-                raise
-            moved.acquire_nowait()
-        self._claims += 1
+            task = None
+        if task is None:
+            task = self._current()
+        owner = self._owner
+        if owner is not None:
+            if owner is task:
+                raise MutexReentryError(self._label, self.current_owner)
+            raise anyio.WouldBlock
+        self._owner = task
         self._owner_label = self._label if label is None else label
         self._acquisitions += 1
         checker = _diagnostics.checker
@@ -381,46 +553,32 @@ class _MutexBase(anyio.Lock):
             mutex is left unchanged
         :raises MutexLoopError: if no event loop runs in this thread
         """
-        lock = self._lock
-        if lock is None:
-            raise MutexReleaseError(self._label, None, reason=NOT_LOCKED)
-        owner = self._owner_label
+        owner = self._owner
         try:
-            lock.release()
-        except RuntimeError:
-            self._here()  # raises if no event loop runs in this thread
-            if not lock.locked():
-                raise MutexReleaseError(self._label, None, reason=NOT_LOCKED) from None
-            raise MutexReleaseError(
-                self._label, self.current_owner, reason=NOT_HOLDER
-            ) from None
-        # anyio hands the lock straight to the next waiter, if there is one.
-        self._owner_label = _HANDOFF if lock.locked() else None
+            held = owner is not None and self._get_task() is owner
+        except RuntimeError:  # another backend, or no event loop
+            held = False
+        if not held:
+            raise self._release_error()
+        label = self._owner_label
+        self._hand_on()
         checker = _diagnostics.checker
         if checker is not None:
-            checker.released(self._order_node, _plain_label(owner))
+            checker.released(self._order_node, label)
 
     def _wg_holders(self, key: object) -> Sequence[Holder]:
-        # For the deadlock walk. Handed to a waiter that has not resumed yet, the
-        # lock's holder is about to run: no edge. After a contended wait the label
-        # names the holder's task; else the inner lock is asked (a task lookup).
-        label = self._owner_label
-        if label is _HANDOFF:
-            return ()
-        if type(label) is tuple:
-            # The walk reads only the task id and label; names come from the waits.
-            owner, wait = cast("tuple[str, _Wait]", label)
-            return (Holder(wait.task_id, None, owner),)
-        return self._holders()
-
-    def _holders(self) -> Sequence[Holder]:
-        # The inner lock knows its owner, also a waiter it was just handed to.
-        lock = self._lock
-        owner = None if lock is None else lock.statistics().owner
+        # For the deadlock walk, which reads only the task id and the label.
+        owner = self._owner
         if owner is None:
             return ()
-        since = held_since(owner.id, self._order_node)
-        return (Holder(owner.id, owner.name, self.current_owner, since),)
+        return (Holder(id(owner), None, self._owner_label),)
+
+    def _holders(self) -> Sequence[Holder]:
+        owner = self._owner
+        if owner is None:
+            return ()
+        since = held_since(id(owner), self._order_node)
+        return (Holder(id(owner), task_name(owner), self._owner_label, since),)
 
     def _wg_label(self, key: object) -> str:
         return self._label
@@ -430,8 +588,7 @@ class _MutexBase(anyio.Lock):
 
     def locked(self) -> bool:
         """Return ``True`` if the mutex is held."""
-        lock = self._lock
-        return lock is not None and lock.locked()
+        return self._owner is not None
 
     @property
     def is_locked(self) -> bool:
@@ -446,13 +603,7 @@ class _MutexBase(anyio.Lock):
     @property
     def current_owner(self) -> str | None:
         """The label of the acquisition holding the mutex, or ``None`` if it is free."""
-        owner = self._owner_label
-        if owner is _HANDOFF:
-            lock = self._lock
-            assert lock is not None
-            info = lock.statistics().owner
-            return None if info is None else self._waiting.get(info.id, self._label)
-        return _plain_label(owner)
+        return self._owner_label
 
     @property
     def total_acquisitions(self) -> int:
@@ -461,12 +612,11 @@ class _MutexBase(anyio.Lock):
 
     def statistics(self) -> MutexStatistics:
         """Return a snapshot of the mutex's state and counters."""
-        lock = self._lock
-        base = lock.statistics() if lock is not None else LockStatistics(False, None, 0)
+        owner = self._owner
         return MutexStatistics(
-            locked=base.locked,
-            owner=base.owner,
-            tasks_waiting=base.tasks_waiting,
+            locked=owner is not None,
+            owner=None if owner is None else _task_info(owner),
+            tasks_waiting=len(self._queue),
             owner_label=self.current_owner,
             total_acquisitions=self._acquisitions,
             contended_acquisitions=self._contended,
@@ -580,8 +730,7 @@ class AsyncMutex(_MutexBase):
     __slots__ = ()
 
     def _releaser(self) -> Callable[[], None]:
-        # One closure per acquisition, single-use; ownership itself is the inner
-        # lock's (per task), so a hold released and re-acquired by the same task
+        # One closure per acquisition, single-use; ownership itself is per task, so a hold released and re-acquired by the same task
         # (anyio.Condition.wait() does that) is released by it as well.
         release = self.release
         used = False
@@ -621,24 +770,31 @@ class AsyncMutex(_MutexBase):
         timeout_s = None if timeout_ms is None else check_timeout_ms(timeout_ms)
         if label is not None:
             check_label(label)
-        lock = self._lock or self._bind()
         checker = _diagnostics.checker
         if checker is not None:
             checker.before_acquire(self._order_node, self._label)
-        if lock.locked():
-            await self._acquire_slow(lock, timeout_ms, timeout_s, label)
+        try:
+            task = None if self._owner is not None else self._get_task()
+        except RuntimeError:
+            task = None
+        if task is None:
+            await self._acquire_slow(timeout_ms, timeout_s, label)
         else:
-            claim = self._claims = self._claims + 1
-            self._owner_label = self._label if label is None else label
-            try:
-                await lock.acquire()
-            except RuntimeError:  # bound to another event loop or backend
-                self._unclaim(lock, claim)
-                await self._acquire_slow(lock, timeout_ms, timeout_s, label)
-            except BaseException:
-                self._unclaim(lock, claim)
-                raise
+            pre = self._pre
+            if pre is not None:
+                await pre()
+            if self._owner is not None:
+                await self._acquire_slow(timeout_ms, timeout_s, label)
             else:
+                self._owner = task
+                self._owner_label = self._label if label is None else label
+                post = self._post
+                if post is not None:
+                    try:
+                        await post()
+                    except BaseException:
+                        self._hand_on()
+                        raise
                 self._acquisitions += 1
         if checker is not None:
             checker.acquired(self._order_node, self._label)

@@ -95,12 +95,14 @@ class _Wait:
 
     __slots__ = (
         "bounded",
+        "fut",
         "key",
         "label",
         "need_all",
         "prev",
         "resource",
         "since",
+        "state",
         "task",
         "task_id",
     )
@@ -124,6 +126,9 @@ class _Wait:
         self.need_all = need_all
         self.prev = prev  # an outer wait of the same task (a lock built on a lock)
         self.since = time.monotonic()
+        # For a lock that queues the record itself (Mutex): its state, its future.
+        self.state = 0
+        self.fut: Any = None
 
     @property
     def task_name(self) -> str:
@@ -209,6 +214,7 @@ def enter_wait(
     need_all: bool = True,
     reentry: bool = False,
     task: Any = None,
+    record: _Wait | None = None,
 ) -> _Wait | None:
     """Check that parking the current task on ``resource[key]`` can end; register it.
 
@@ -226,6 +232,8 @@ def enter_wait(
         is returned (the lock raises its own error next)
     :param task: the parking task as :func:`current_task` returns it (default: the
         current task; the tests name stand-in tasks)
+    :param record: the record to register, built by the caller for ``task`` and
+        ``resource[key]`` (a lock that queues it); default: a new one
     :raises DeadlockError: if the wait closes a cycle; nothing is registered then
     """
     if task is None:
@@ -236,16 +244,20 @@ def enter_wait(
         return None
     if cycle:
         raise DeadlockError(cycle)
+    if record is None:
+        record = _Wait(task, resource, key, label, bounded, need_all, None)
+    return add_wait(record)
+
+
+def add_wait(wait: _Wait) -> _Wait:
+    """Register a wait the caller has proved cannot close a cycle (no walk).
+
+    A lock whose only holder is not parked on one of our locks (or is the waiter this
+    very lock was just handed to) knows that without :func:`enter_wait`'s walk.
+    """
     waiting = registry.waiting
-    wait = waiting[task_id] = _Wait(
-        task,
-        resource,
-        key,
-        label,
-        bounded,
-        need_all,
-        waiting.get(task_id),
-    )
+    wait.prev = waiting.get(wait.task_id)
+    waiting[wait.task_id] = wait
     return wait
 
 
@@ -283,11 +295,16 @@ def _find_cycle(
     # Fast exit, the common case: no holder is parked (or the lock has none) and the
     # current task does not hold what it asks for.
     for holder in holders:
-        if holder.task_id == me:
+        tid = holder.task_id
+        if tid == me:
             if reentry:
                 return _REENTRY
             break
-        if holder.task_id in waiting:
+        its_wait = waiting.get(tid)
+        if its_wait is not None and not (
+            # Granted this very lock, not resumed yet (the hand-off window): free.
+            its_wait.resource is resource and its_wait.key is key
+        ):
             break
     else:
         return None

@@ -1,0 +1,207 @@
+"""The mutex's own waiter queue: per-waiter deadlines on a shared timer, hand-offs.
+
+On asyncio the timed waiters of one mutex share one timer, armed at the earliest
+deadline; these tests pin what that must not change: each waiter times out at its
+own deadline, whatever the queue order, and a waiter that leaves the queue first
+(granted, or cancelled while it was the one the timer was armed for) does not take
+the timer with it. The same tests run on trio, where each timed waiter has its own
+native deadline. Only lower time bounds are asserted (a loaded machine runs late,
+never early); the order of events is observed, not slept for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anyio
+import pytest
+from anyio import wait_all_tasks_blocked
+
+from anyio_mutex import AsyncMutex, Mutex, MutexTimeoutError
+
+from .conftest import asyncio_only
+
+pytestmark = pytest.mark.anyio
+
+MUTEXES = [Mutex, AsyncMutex]
+
+
+async def _release_when(m: Mutex, event: anyio.Event) -> None:
+    await event.wait()
+    m.release()
+
+
+@pytest.mark.parametrize("cls", MUTEXES)
+async def test_each_waiter_times_out_at_its_own_deadline_in_any_queue_order(
+    cls: type[Mutex],
+) -> None:
+    m = cls("q")
+    await m.acquire(label="main")
+    timed_out: dict[str, tuple[float, int]] = {}  # name -> (waited_ms, still waiting)
+    acquired: list[str] = []
+    both_timed_out = anyio.Event()
+
+    async def waiter(name: str, timeout_ms: float | None) -> None:
+        try:
+            await m.acquire(timeout_ms=timeout_ms, label=name)
+        except MutexTimeoutError as exc:
+            timed_out[name] = (exc.waited_ms, m.statistics().tasks_waiting)
+            if len(timed_out) == 2:
+                both_timed_out.set()
+            return
+        acquired.append(name)
+        m.release()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            # Queue order: long, short, middle, untimed; deadlines in another order.
+            for name, timeout_ms in (
+                ("long", 60_000),
+                ("short", 30),
+                ("middle", 250),
+                ("untimed", None),
+            ):
+                tg.start_soon(waiter, name, timeout_ms)
+                await wait_all_tasks_blocked()
+            assert m.statistics().tasks_waiting == 4
+            await both_timed_out.wait()
+            assert m.current_owner == "main"
+            m.release()
+    assert set(timed_out) == {"short", "middle"}
+    assert timed_out["short"][0] >= 30
+    assert timed_out["middle"][0] >= 250
+    # When "short" timed out, "middle" (and the two others) were still queued.
+    assert timed_out["short"][1] == 3
+    assert acquired == ["long", "untimed"]  # FIFO among those that stayed
+    stats = m.statistics()
+    assert (stats.timeouts, stats.total_acquisitions, stats.locked) == (2, 3, False)
+
+
+@pytest.mark.parametrize("cls", MUTEXES)
+async def test_cancelling_the_earliest_deadline_waiter_keeps_the_others_timed(
+    cls: type[Mutex],
+) -> None:
+    # The timer is armed for "first"; cancelling it must not disarm "second".
+    m = cls("q")
+    await m.acquire(label="main")
+    outcome: dict[str, Any] = {}
+
+    async def waiter(name: str, timeout_ms: float, scope: anyio.CancelScope) -> None:
+        with scope:
+            try:
+                await m.acquire(timeout_ms=timeout_ms, label=name)
+            except MutexTimeoutError as exc:
+                outcome[name] = exc
+                return
+            m.release()
+            outcome[name] = "acquired"
+        if scope.cancelled_caught:
+            outcome[name] = "cancelled"
+
+    first, second = anyio.CancelScope(), anyio.CancelScope()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter, "first", 100, first)
+            tg.start_soon(waiter, "second", 200, second)
+            await wait_all_tasks_blocked()
+            first.cancel()
+            await wait_all_tasks_blocked()
+            assert outcome == {"first": "cancelled"}
+            assert m.statistics().tasks_waiting == 1
+    assert isinstance(outcome["second"], MutexTimeoutError)
+    assert outcome["second"].waited_ms >= 200
+    assert m.current_owner == "main"
+    assert m.statistics().tasks_waiting == 0
+    m.release()
+    assert not m.locked()
+
+
+@asyncio_only
+@pytest.mark.parametrize("cls", MUTEXES)
+async def test_task_cancel_of_the_earliest_deadline_waiter_keeps_the_others_timed(
+    cls: type[Mutex],
+) -> None:
+    # The same with asyncio's own cancellation, which anyio's shield does not stop.
+    m = cls("q")
+    await m.acquire(label="main")
+
+    async def waiter(timeout_ms: float, label: str) -> None:
+        await m.acquire(timeout_ms=timeout_ms, label=label)
+
+    first = asyncio.ensure_future(waiter(100, "first"))
+    second = asyncio.ensure_future(waiter(200, "second"))
+    await wait_all_tasks_blocked()
+    first.cancel()
+    with anyio.fail_after(10):
+        outcomes = await asyncio.gather(first, second, return_exceptions=True)
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert isinstance(outcomes[1], MutexTimeoutError)
+    assert outcomes[1].waited_ms >= 200
+    assert m.current_owner == "main"
+    assert m.statistics().tasks_waiting == 0
+    m.release()
+
+
+@pytest.mark.parametrize("cls", MUTEXES)
+async def test_a_granted_earliest_deadline_waiter_leaves_the_later_ones_timed(
+    cls: type[Mutex],
+) -> None:
+    # "first" (the earliest deadline) is granted at once and holds past it; the
+    # timer armed for it must still fail "second" at its own, later deadline.
+    m = cls("q")
+    await m.acquire(label="main")
+    second_done = anyio.Event()
+    errors: list[MutexTimeoutError] = []
+
+    async def first() -> None:
+        await m.acquire(timeout_ms=50, label="first")
+        await second_done.wait()
+        m.release()
+
+    async def second() -> None:
+        try:
+            await m.acquire(timeout_ms=250, label="second")
+        except MutexTimeoutError as exc:
+            errors.append(exc)
+        else:  # pragma: no cover - the assertion below reports it
+            m.release()
+        second_done.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            await wait_all_tasks_blocked()
+            tg.start_soon(second)
+            await wait_all_tasks_blocked()
+            m.release()  # hands the mutex to "first", before its deadline
+            await wait_all_tasks_blocked()
+            assert m.current_owner == "first"
+    assert len(errors) == 1
+    assert errors[0].waited_ms >= 250
+    assert errors[0].owner == "first"
+    assert not m.locked()
+    assert m.statistics().timeouts == 1
+
+
+@asyncio_only
+async def test_no_timer_stays_armed_once_the_queue_empties() -> None:
+    # White-box, asyncio: granted waiters leave their deadlines behind in the shared
+    # heap; the last release drops them and the timer, so a burst of timed waits
+    # leaves nothing scheduled on the loop for the next 60 seconds.
+    m = Mutex("q")
+
+    async def worker() -> None:
+        for _ in range(20):
+            await m.acquire(timeout_ms=60_000)
+            await anyio.lowlevel.checkpoint()
+            m.release()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(worker)
+        await wait_all_tasks_blocked()
+        assert len(m._deadlines) <= 2 * m.statistics().tasks_waiting + 17
+    assert m.statistics().contended_acquisitions > 0
+    assert m._deadlines == []
+    assert m._timer is None
