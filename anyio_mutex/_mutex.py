@@ -2,15 +2,16 @@
 
 The mutex keeps its own queue of waiters instead of wrapping an ``anyio.Lock``: a
 release hands the lock straight to the first waiter (its task and label become the
-owner at once), and the timed waiters of one mutex share one timer on asyncio. Both
-are what make a contended, timed wait cost about what an untimed ``anyio.Lock`` wait
-does. The parking primitives are each backend's public ones:
+owner at once), and the timed waiters of one mutex share one timer. Both are what
+make a contended, timed wait cost about what an untimed ``anyio.Lock`` wait does. The
+parking primitives are each backend's public ones:
 
 * asyncio: one future per waiter, resolved by the release (granted) or by the shared
-  timer (timed out); ``Task.cancel()`` (an anyio cancel scope does that too) cancels
-  it;
-* trio: ``trio.lowlevel.wait_task_rescheduled`` and ``reschedule``, with a native
-  ``trio.CancelScope`` as the deadline of a timed wait.
+  timer, a ``TimerHandle`` at the earliest deadline (timed out); ``Task.cancel()``
+  (an anyio cancel scope does that too) cancels it;
+* trio: ``trio.lowlevel.wait_task_rescheduled`` and ``reschedule``; one timed waiter
+  at a time parks in a native ``trio.CancelScope`` at the earliest deadline and
+  times out the others (see ``_park_trio``).
 
 A waiter that is cancelled after it was granted the lock releases it (handing it on),
 so a cancelled acquire never holds anything, as with ``anyio.Lock``.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import math
 import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -61,9 +63,10 @@ _M = TypeVar("_M", bound="_MutexBase")
 
 # A waiter's state (in its _Wait record). Only its own task reads it once it wakes.
 _WAITING: Final = 0
-_GRANTED: Final = 1  # the release made its task the owner
-_TIMED_OUT: Final = 2  # the shared timer (asyncio) took it out of the queue
-_GONE: Final = 3  # cancelled and out of the queue
+_PAUSED: Final = 1  # trio: queued but not parked (the timer's turn); still waiting
+_GRANTED: Final = 2  # the release made its task the owner
+_TIMED_OUT: Final = 3  # the shared timer took it out of the queue
+_GONE: Final = 4  # cancelled and out of the queue
 
 
 def _no_task() -> Any:
@@ -121,10 +124,15 @@ def _load_trio() -> None:
     _TRIO_ABORTED = trio.lowlevel.Abort.SUCCEEDED
 
 
-def _abort_trio(queue: OrderedDict[_Wait, None], waiter: _Wait, _: object) -> Any:
+def _abort_trio(mutex: _MutexBase, waiter: _Wait, _: object) -> Any:
     # trio calls this only for a waiter it has not rescheduled: it is still queued.
-    del queue[waiter]
-    waiter.state = _GONE
+    if mutex._role is waiter:
+        # The timer's scope may have fired for another waiter: keep the place in the
+        # queue until the task runs and knows (a release meanwhile grants it).
+        waiter.state = _PAUSED
+    else:
+        del mutex._queue[waiter]
+        waiter.state = _GONE
     return _TRIO_ABORTED
 
 
@@ -148,6 +156,8 @@ class _MutexBase(anyio.Lock):
         "_post",
         "_pre",
         "_queue",
+        "_role",
+        "_role_scope",
         "_seq",
         "_timeouts",
         "_timer",
@@ -202,6 +212,12 @@ class _MutexBase(anyio.Lock):
         self._seq = 0
         self._timer: Any = None
         self._timer_at = 0.0
+        # trio's shared timer: one timed waiter at a time (the role) parks in a native
+        # cancel scope whose deadline is the earliest in the queue; when it fires, the
+        # role fails every waiter past its deadline. The role goes to the timed waiter
+        # last in the queue (the last to be granted), so it rarely has to move on.
+        self._role: _Wait | None = None
+        self._role_scope: Any = None
         # What the lock-order checker calls this lock (a KeyedMutex names its keys').
         self._order_node: object = self if _order_node is None else _order_node
         if _order_node is None:  # a KeyedMutex's keys are listed by the KeyedMutex
@@ -297,12 +313,14 @@ class _MutexBase(anyio.Lock):
         while queue:
             waiter = queue.popitem(last=False)[0]
             if self._trio:
+                state = waiter.state
                 waiter.state = _GRANTED
                 self._owner = waiter.task
                 self._owner_label = (
                     self._label if waiter.label is None else waiter.label
                 )
-                _trio_reschedule(waiter.task)
+                if state is _WAITING:  # else it is about to run, and sees the grant
+                    _trio_reschedule(waiter.task)
                 return
             if waiter.fut.cancelled():  # cancelled, its task not resumed yet
                 waiter.state = _GONE
@@ -343,16 +361,56 @@ class _MutexBase(anyio.Lock):
         self._timer = self._aloop.call_at(deadline, self._expire)
         self._timer_at = deadline
 
-    def _add_deadline(self, waiter: _Wait, deadline: float) -> None:
+    def _push_deadline(self, waiter: _Wait, deadline: float) -> None:
         deadlines = self._deadlines
         if len(deadlines) > 2 * len(self._queue) + 16:
             # Mostly granted waiters' entries: keep the live ones.
-            deadlines[:] = [e for e in deadlines if e[2].state is _WAITING]
+            deadlines[:] = [e for e in deadlines if e[2].state <= _PAUSED]
             heapq.heapify(deadlines)
         self._seq += 1
         heapq.heappush(deadlines, (deadline, self._seq, waiter))
+
+    def _add_deadline(self, waiter: _Wait, deadline: float) -> None:
+        self._push_deadline(waiter, deadline)
         if self._timer is None or deadline < self._timer_at:
             self._arm(deadline)
+
+    def _next_deadline(self) -> float:
+        # The earliest deadline of a live waiter (stale entries at the top dropped).
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][2].state > _PAUSED:
+            heapq.heappop(deadlines)
+        return deadlines[0][0] if deadlines else math.inf
+
+    def _expire_trio(self) -> None:
+        # Run by the role's task when its scope fired: fail every waiter past its
+        # deadline (the role's own task included; it is not parked, so it is not
+        # rescheduled).
+        deadlines = self._deadlines
+        now = self._clock()
+        while deadlines:
+            deadline, _, waiter = deadlines[0]
+            state = waiter.state
+            if state > _PAUSED:
+                heapq.heappop(deadlines)
+            elif deadline > now:
+                break
+            else:
+                heapq.heappop(deadlines)
+                del self._queue[waiter]
+                waiter.state = _TIMED_OUT
+                if state is _WAITING:
+                    _trio_reschedule(waiter.task)
+
+    def _pass_role(self) -> None:
+        # The role's task leaves the queue: wake the timed waiter last in the queue
+        # to take the role (it re-parks in a scope of its own).
+        for waiter in reversed(self._queue):
+            if waiter.bounded and waiter.state is _WAITING:
+                self._role = waiter
+                waiter.state = _PAUSED
+                _trio_reschedule(waiter.task)
+                return
 
     async def _take_free(self, task: Any, label: str | None) -> bool:
         # The uncontended path (acquire() inlines a copy of it, for speed): False if
@@ -444,15 +502,57 @@ class _MutexBase(anyio.Lock):
     async def _park_trio(
         self, waiter: _Wait, timeout_s: float | None, start: float
     ) -> None:
-        self._queue[waiter] = None
-        abort = functools.partial(_abort_trio, self._queue, waiter)
+        queue = self._queue
+        queue[waiter] = None
+        abort = functools.partial(_abort_trio, self, waiter)
         if timeout_s is None:
-            await _trio_wait(abort)
+            try:
+                await _trio_wait(abort)
+            except BaseException:
+                if waiter.state is _GRANTED:  # granted, then a KeyboardInterrupt
+                    self._hand_on()
+                raise
             return
-        with _trio_scope(deadline=start + timeout_s) as scope:
-            await _trio_wait(abort)
-        if scope.cancelled_caught:
-            waiter.state = _TIMED_OUT
+        deadline = start + timeout_s
+        self._push_deadline(waiter, deadline)
+        if self._role is None:
+            self._role = waiter
+        else:
+            scope = self._role_scope
+            if scope is not None and deadline < scope.deadline:
+                scope.deadline = deadline
+        try:
+            while True:
+                if self._role is waiter:
+                    with _trio_scope(deadline=self._next_deadline()) as scope:
+                        self._role_scope = scope
+                        try:
+                            await _trio_wait(abort)
+                        finally:
+                            self._role_scope = None
+                    if scope.cancelled_caught and waiter.state is _PAUSED:
+                        self._expire_trio()  # may time this waiter out too
+                        if waiter.state is _PAUSED:
+                            waiter.state = _WAITING
+                            continue
+                else:
+                    await _trio_wait(abort)
+                    if waiter.state is _PAUSED:  # woken to take the role
+                        waiter.state = _WAITING
+                        continue
+                return  # granted, or timed out by the role
+        except BaseException:
+            state = waiter.state
+            if state is _GRANTED:
+                self._hand_on()
+            elif state <= _PAUSED:
+                queue.pop(waiter, None)
+                waiter.state = _GONE
+            raise
+        finally:
+            if self._role is waiter:
+                self._role = None
+                self._pass_role()
 
     def _release_error(self) -> MutexReleaseError:
         self._here()  # raises if no event loop runs in this thread

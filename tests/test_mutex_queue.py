@@ -1,12 +1,13 @@
 """The mutex's own waiter queue: per-waiter deadlines on a shared timer, hand-offs.
 
-On asyncio the timed waiters of one mutex share one timer, armed at the earliest
-deadline; these tests pin what that must not change: each waiter times out at its
-own deadline, whatever the queue order, and a waiter that leaves the queue first
-(granted, or cancelled while it was the one the timer was armed for) does not take
-the timer with it. The same tests run on trio, where each timed waiter has its own
-native deadline. Only lower time bounds are asserted (a loaded machine runs late,
-never early); the order of events is observed, not slept for.
+The timed waiters of one mutex share one timer, armed at the earliest deadline: on
+asyncio a TimerHandle, on trio the native cancel scope of one waiter (the role), which
+fails the others when it fires and hands the role on when it leaves the queue. These
+tests pin what that must not change: each waiter times out at its own deadline,
+whatever the queue order, and a waiter that leaves the queue first (granted, or
+cancelled while it held the role or was the one the timer was armed for) does not
+take the timer with it. Only lower time bounds are asserted (a loaded machine runs
+late, never early); the order of events is observed, not slept for.
 """
 
 from __future__ import annotations
