@@ -786,7 +786,7 @@ class _MutexBase(anyio.Lock):
 
 @final
 class Mutex(_MutexBase):
-    """An exclusive, FIFO-fair async lock on :class:`anyio.Lock`, for asyncio and trio.
+    """An exclusive, FIFO-fair :class:`anyio.Lock` with timeouts, for asyncio and trio.
 
     Use it where ``anyio.Lock`` would do but you also want acquire timeouts
     (``timeout_ms``), owner labels for debugging, acquisition counters and one error
