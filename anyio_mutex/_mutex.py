@@ -661,7 +661,12 @@ class _MutexBase(anyio.Lock):
         if not held:
             raise self._release_error()
         label = self._owner_label
-        self._hand_on()
+        if self._queue:
+            self._hand_on()
+        else:  # _hand_on(), inlined for the uncontended case
+            self._owner = self._owner_label = None
+            if self._deadlines:
+                self._drop_timer()
         checker = _diagnostics.checker
         if checker is not None:
             checker.released(self._order_node, label)

@@ -302,8 +302,12 @@ def _find_cycle(
             break
         its_wait = waiting.get(tid)
         if its_wait is not None and not (
-            # Granted this very lock, not resumed yet (the hand-off window): free.
-            its_wait.resource is resource and its_wait.key is key
+            # Granted what it waits for, not resumed yet (the hand-off window): free,
+            # as in the walk below.
+            (its_wait.resource is resource and its_wait.key is key)
+            or any(
+                h.task_id == tid for h in its_wait.resource._wg_holders(its_wait.key)
+            )
         ):
             break
     else:
