@@ -112,16 +112,16 @@ class MutexStatistics(LockStatistics):
 _trio_wait: Any = None
 _trio_reschedule: Any = None
 _trio_scope: Any = None
-_TRIO_ABORTED: Any = None
+_trio_aborted: Any = None
 
 
 def _load_trio() -> None:
-    global _trio_wait, _trio_reschedule, _trio_scope, _TRIO_ABORTED
+    global _trio_wait, _trio_reschedule, _trio_scope, _trio_aborted
     trio = sys.modules["trio"]
     _trio_wait = trio.lowlevel.wait_task_rescheduled
     _trio_reschedule = trio.lowlevel.reschedule
     _trio_scope = trio.CancelScope
-    _TRIO_ABORTED = trio.lowlevel.Abort.SUCCEEDED
+    _trio_aborted = trio.lowlevel.Abort.SUCCEEDED
 
 
 def _abort_trio(mutex: _MutexBase, waiter: _Wait, _: object) -> Any:
@@ -133,7 +133,7 @@ def _abort_trio(mutex: _MutexBase, waiter: _Wait, _: object) -> Any:
     else:
         del mutex._queue[waiter]
         waiter.state = _GONE
-    return _TRIO_ABORTED
+    return _trio_aborted
 
 
 class _MutexBase(anyio.Lock):
