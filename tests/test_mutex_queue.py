@@ -56,11 +56,12 @@ async def test_each_waiter_times_out_at_its_own_deadline_in_any_queue_order(
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
-            # Queue order: long, short, middle, untimed; deadlines in another order.
+            # Queue order: long, short, middle, untimed; deadlines in another order
+            # (200 ms leaves a loaded machine time to queue all four first).
             for name, timeout_ms in (
                 ("long", 60_000),
-                ("short", 30),
-                ("middle", 250),
+                ("short", 200),
+                ("middle", 600),
                 ("untimed", None),
             ):
                 tg.start_soon(waiter, name, timeout_ms)
@@ -70,8 +71,8 @@ async def test_each_waiter_times_out_at_its_own_deadline_in_any_queue_order(
             assert m.current_owner == "main"
             m.release()
     assert set(timed_out) == {"short", "middle"}
-    assert timed_out["short"][0] >= 30
-    assert timed_out["middle"][0] >= 250
+    assert timed_out["short"][0] >= 200
+    assert timed_out["middle"][0] >= 600
     # When "short" timed out, "middle" (and the two others) were still queued.
     assert timed_out["short"][1] == 3
     assert acquired == ["long", "untimed"]  # FIFO among those that stayed
@@ -103,15 +104,16 @@ async def test_cancelling_the_earliest_deadline_waiter_keeps_the_others_timed(
     first, second = anyio.CancelScope(), anyio.CancelScope()
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(waiter, "first", 100, first)
-            tg.start_soon(waiter, "second", 200, second)
+            # Deadlines long enough that a loaded machine cancels "first" in time.
+            tg.start_soon(waiter, "first", 400, first)
+            tg.start_soon(waiter, "second", 600, second)
             await wait_all_tasks_blocked()
             first.cancel()
             await wait_all_tasks_blocked()
             assert outcome == {"first": "cancelled"}
             assert m.statistics().tasks_waiting == 1
     assert isinstance(outcome["second"], MutexTimeoutError)
-    assert outcome["second"].waited_ms >= 200
+    assert outcome["second"].waited_ms >= 600
     assert m.current_owner == "main"
     assert m.statistics().tasks_waiting == 0
     m.release()
@@ -130,15 +132,15 @@ async def test_task_cancel_of_the_earliest_deadline_waiter_keeps_the_others_time
     async def waiter(timeout_ms: float, label: str) -> None:
         await m.acquire(timeout_ms=timeout_ms, label=label)
 
-    first = asyncio.ensure_future(waiter(100, "first"))
-    second = asyncio.ensure_future(waiter(200, "second"))
+    first = asyncio.ensure_future(waiter(400, "first"))
+    second = asyncio.ensure_future(waiter(600, "second"))
     await wait_all_tasks_blocked()
     first.cancel()
     with anyio.fail_after(10):
         outcomes = await asyncio.gather(first, second, return_exceptions=True)
     assert isinstance(outcomes[0], asyncio.CancelledError)
     assert isinstance(outcomes[1], MutexTimeoutError)
-    assert outcomes[1].waited_ms >= 200
+    assert outcomes[1].waited_ms >= 600
     assert m.current_owner == "main"
     assert m.statistics().tasks_waiting == 0
     m.release()
@@ -156,13 +158,13 @@ async def test_a_granted_earliest_deadline_waiter_leaves_the_later_ones_timed(
     errors: list[MutexTimeoutError] = []
 
     async def first() -> None:
-        await m.acquire(timeout_ms=50, label="first")
+        await m.acquire(timeout_ms=300, label="first")
         await second_done.wait()
         m.release()
 
     async def second() -> None:
         try:
-            await m.acquire(timeout_ms=250, label="second")
+            await m.acquire(timeout_ms=600, label="second")
         except MutexTimeoutError as exc:
             errors.append(exc)
         else:  # pragma: no cover - the assertion below reports it
@@ -179,7 +181,7 @@ async def test_a_granted_earliest_deadline_waiter_leaves_the_later_ones_timed(
             await wait_all_tasks_blocked()
             assert m.current_owner == "first"
     assert len(errors) == 1
-    assert errors[0].waited_ms >= 250
+    assert errors[0].waited_ms >= 600
     assert errors[0].owner == "first"
     assert not m.locked()
     assert m.statistics().timeouts == 1
