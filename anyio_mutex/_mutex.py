@@ -353,7 +353,9 @@ class _MutexBase(anyio.Lock):
                     waiter.state = _TIMED_OUT
                     waiter.fut.set_result(None)
         if deadlines:
-            self._arm(deadlines[0][0])
+            # At least 1 ms on: uvloop's clock counts whole ms, so a timer for a
+            # deadline within that ms fires at once, again and again until it passes.
+            self._arm(max(deadlines[0][0], now + 0.001))
 
     def _arm(self, deadline: float) -> None:
         if self._timer is not None:
