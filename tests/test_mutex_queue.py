@@ -20,6 +20,7 @@ import pytest
 from anyio import wait_all_tasks_blocked
 
 from anyio_mutex import AsyncMutex, Mutex, MutexTimeoutError
+from anyio_mutex._mutex import _MutexBase
 
 from .conftest import asyncio_only
 
@@ -208,3 +209,37 @@ async def test_no_timer_stays_armed_once_the_queue_empties() -> None:
     assert m.statistics().contended_acquisitions > 0
     assert m._deadlines == []
     assert m._timer is None
+
+
+@asyncio_only
+async def test_the_shared_timer_does_not_spin_on_a_coarse_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # White-box: uvloop's clock counts whole ms, so a timer for a deadline inside the
+    # current ms fired at once, over and over (~100 callbacks per timeout).
+    calls = 0
+    expire = _MutexBase._expire
+
+    def counting(self: _MutexBase) -> None:
+        nonlocal calls
+        calls += 1
+        expire(self)
+
+    monkeypatch.setattr(_MutexBase, "_expire", counting)
+    m = Mutex("q")
+    await m.acquire()
+    waited: list[float] = []
+
+    async def waiter(timeout_ms: float) -> None:
+        with pytest.raises(MutexTimeoutError) as exc_info:
+            await m.acquire(timeout_ms=timeout_ms)
+        waited.append(exc_info.value.waited_ms - timeout_ms)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for timeout_ms in (0.3, 1.5, 10.25, 10, 20.7):
+                tg.start_soon(waiter, timeout_ms)
+    assert len(waited) == 5
+    assert min(waited) >= 0
+    assert calls <= 15, f"{calls} timer callbacks for 5 timeouts"
+    m.release()
