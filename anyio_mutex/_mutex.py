@@ -338,20 +338,8 @@ class _MutexBase(anyio.Lock):
         # asyncio's shared timer: fail every waiter whose deadline has passed, then
         # re-arm for the earliest one left.
         self._timer = None
+        now = self._expire_due()
         deadlines = self._deadlines
-        now = self._aloop.time()
-        while deadlines:
-            deadline, _, waiter = deadlines[0]
-            if waiter.state is not _WAITING:
-                heapq.heappop(deadlines)
-            elif deadline > now:  # a timer may fire up to a clock tick early
-                break
-            else:
-                heapq.heappop(deadlines)
-                if not waiter.fut.cancelled():
-                    del self._queue[waiter]
-                    waiter.state = _TIMED_OUT
-                    waiter.fut.set_result(None)
         if deadlines:
             # At least 1 ms on: uvloop's clock counts whole ms, so a timer for a
             # deadline within that ms fires at once, again and again until it passes.
@@ -384,10 +372,11 @@ class _MutexBase(anyio.Lock):
             heapq.heappop(deadlines)
         return deadlines[0][0] if deadlines else math.inf
 
-    def _expire_trio(self) -> None:
-        # Run by the role's task when its scope fired: fail every waiter past its
-        # deadline (the role's own task included; it is not parked, so it is not
-        # rescheduled).
+    def _expire_due(self) -> float:
+        # Fail every waiter whose deadline has passed, dropping stale entries on the
+        # way; return the time it went by. A timer may fire up to a clock tick early.
+        # On trio the role's own task runs this; it is not parked, so it is not
+        # rescheduled. On asyncio a cancelled waiter is left to its own task.
         deadlines = self._deadlines
         now = self._clock()
         while deadlines:
@@ -399,10 +388,15 @@ class _MutexBase(anyio.Lock):
                 break
             else:
                 heapq.heappop(deadlines)
+                if not self._trio and waiter.fut.cancelled():
+                    continue
                 del self._queue[waiter]
                 waiter.state = _TIMED_OUT
-                if state is _WAITING:
+                if not self._trio:
+                    waiter.fut.set_result(None)
+                elif state is _WAITING:
                     _trio_reschedule(waiter.task)
+        return now
 
     def _pass_role(self) -> None:
         # The role's task leaves the queue: wake the timed waiter last in the queue
@@ -533,7 +527,7 @@ class _MutexBase(anyio.Lock):
                         finally:
                             self._role_scope = None
                     if scope.cancelled_caught and waiter.state is _PAUSED:
-                        self._expire_trio()  # may time this waiter out too
+                        self._expire_due()  # may time this waiter out too
                         if waiter.state is _PAUSED:
                             waiter.state = _WAITING
                             continue
