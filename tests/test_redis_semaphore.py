@@ -360,11 +360,13 @@ async def test_renewal_keeps_a_long_body_and_never_bumps_the_fence(
         connect_as(server, family) as b,
         connect(server) as probe,
     ):
-        sem = RedisSemaphore(a, name, limit=1, lease_ms=200, renew_ms=40)
+        # A 600 ms lease renewed every 60 ms survives a ~0.5 s stall of a loaded
+        # machine (200 ms did not, in CI); the body still outlives the lease.
+        sem = RedisSemaphore(a, name, limit=1, lease_ms=600, renew_ms=60)
         other = RedisSemaphore(b, name, limit=1)
         async with sem.hold(label="long job") as lease:
-            for _ in range(4):  # 0.4 s: twice the lease
-                await anyio.sleep(0.1)
+            for _ in range(4):  # 0.8 s: longer than the lease
+                await anyio.sleep(0.2)
                 with pytest.raises(MutexTimeoutError):
                     await other.acquire(timeout_ms=0)
             assert int(await probe.get(key(name, "fence")) or 0) == lease.fence
