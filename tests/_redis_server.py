@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +50,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _temp_dir(prefix: str, owner: object) -> str:
+    """A temp dir for a server's files, removed when ``owner`` is collected or at exit.
+
+    Not in ``stop()``: a stopped server may be restarted on the same dir.
+    """
+    path = tempfile.mkdtemp(prefix=prefix)
+    weakref.finalize(owner, shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 class RedisServer:
     """One server process; ``start()`` waits until it answers PING."""
 
@@ -58,7 +69,7 @@ class RedisServer:
         self.port = 0
         self.bus_port = 0  # a cluster node's bus port (see RedisClusterServers)
         self.process: subprocess.Popen[bytes] | None = None
-        self._dir = tempfile.mkdtemp(prefix="anyio-mutex-redis-")
+        self._dir = _temp_dir("anyio-mutex-redis-", self)
 
     def start(self, *, same_port: bool = False) -> RedisServer:
         """Start (or restart, on the same port with ``same_port``) the server."""
@@ -549,7 +560,7 @@ class SentinelServers:
         self.replicated = ReplicatedServers(binary)
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
-        self._dir = tempfile.mkdtemp(prefix="anyio-mutex-sentinel-")
+        self._dir = _temp_dir("anyio-mutex-sentinel-", self)
 
     def start(self, timeout: float = 20.0) -> SentinelServers:
         self.replicated.start()
