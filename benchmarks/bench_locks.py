@@ -16,6 +16,7 @@ Peers (asyncio-keyed-lock, aiorwlock) run on asyncio only, which is all they sup
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import importlib.util
 import random
@@ -44,7 +45,9 @@ def have(module: str) -> bool:
 def build_without_hooks() -> Any:
     """Import a copy of anyio_mutex whose locks carry no lock-order hook at all."""
     source = Path(anyio_mutex.__file__).parent
-    target = Path(tempfile.mkdtemp()) / "anyio_mutex_nohooks"
+    scratch = tempfile.mkdtemp()
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    target = Path(scratch) / "anyio_mutex_nohooks"
     shutil.copytree(source, target)
     mutex = target / "_mutex.py"
     lines = mutex.read_text().splitlines()

