@@ -24,7 +24,16 @@ from ._errors import (
 )
 from ._hold import Backend, Hold, current_task, deadline_fired, running_loop
 from ._validation import check_label, check_timeout_ms
-from ._waitgraph import Holder, LockView, enter_wait, held_since, leave_wait, track
+from ._waitgraph import (
+    Holder,
+    LockView,
+    _Wait,
+    add_wait,
+    enter_wait,
+    held_since,
+    leave_wait,
+    track,
+)
 from ._waitgraph import registry as _waitgraph
 
 _READ: Final = "read"
@@ -258,7 +267,8 @@ class RWLock:
         if label is not None:
             check_label(label)
         label = self._label if label is None else label
-        task_id = id(current_task())
+        task = current_task()
+        task_id = id(task)
         if task_id in self._readers or task_id == self._writer:
             raise self._reentry(kind, task_id)
         checker = _diagnostics.checker
@@ -297,7 +307,7 @@ class RWLock:
                 )
                 self._timeouts += 1
                 raise error
-            await self._wait(kind, task_id, label, timeout_s, timeout_ms)
+            await self._wait(kind, task, label, timeout_s, timeout_ms)
             if kind is _READ:
                 self._read_acquisitions += 1
             else:
@@ -310,15 +320,15 @@ class RWLock:
     async def _wait(
         self,
         kind: str,
-        task_id: int,
+        task: object,
         label: str,
         timeout_s: float | None,
         timeout_ms: float | None,
     ) -> None:
-        waiter = _Waiter(kind, task_id, label)
+        waiter = _Waiter(kind, id(task), label)
         wait = None
         if _waitgraph.detect:  # raises DeadlockError before anything is queued
-            wait = enter_wait(self, waiter, label, bounded=timeout_s is not None)
+            wait = self._enter_wait(task, waiter, timeout_s is not None)
         self._queue.append(waiter)
         start = anyio.current_time()
         try:
@@ -340,6 +350,26 @@ class RWLock:
         error = await deadline_fired(start, timeout_ms, self._label, self._owner())
         self._timeouts += 1
         raise error
+
+    def _enter_wait(self, task: object, waiter: _Waiter, bounded: bool) -> _Wait | None:
+        # Register the wait; raise DeadlockError if it closes a cycle. A writer waits
+        # for the writer and every reader (none of them this task: that is re-entry,
+        # raised before). The walk runs only if one of them waits elsewhere: one that
+        # runs, or was just granted this lock (the walk's own rule), lets go by itself.
+        if waiter.kind is _WRITE:
+            waiting = _waitgraph.waiting
+            writer = self._writer
+            holders = (
+                self._readers.keys() if writer is None else (writer, *self._readers)
+            )
+            for tid in holders:
+                its_wait = waiting.get(tid)
+                if its_wait is not None and its_wait.resource is not self:
+                    break
+            else:
+                record = _Wait(task, self, waiter, waiter.label, bounded, True, None)
+                return add_wait(record)
+        return enter_wait(self, waiter, waiter.label, bounded=bounded, task=task)
 
     def _releaser(self, kind: str, task_id: int, gen: int) -> Callable[[], None]:
         def release() -> None:

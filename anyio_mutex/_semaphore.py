@@ -17,7 +17,15 @@ from anyio.lowlevel import checkpoint_if_cancelled as _checkpoint_if_cancelled
 from ._errors import NO_EVENT_LOOP, MutexLoopError, MutexReleaseError, MutexTimeoutError
 from ._hold import current_task, running_loop
 from ._validation import check_label, check_timeout_ms
-from ._waitgraph import Holder, LockView, enter_wait, leave_wait, track
+from ._waitgraph import (
+    Holder,
+    LockView,
+    _Wait,
+    add_wait,
+    enter_wait,
+    leave_wait,
+    track,
+)
 from ._waitgraph import registry as _waitgraph
 
 Release = Callable[[], None]
@@ -336,13 +344,7 @@ class Semaphore:
         waiter = _Waiter(label)
         wait = None
         if _waitgraph.detect:  # raises DeadlockError if every holder waits for us
-            wait = enter_wait(
-                self,
-                None,
-                label,
-                bounded=timeout_s is not None,
-                need_all=False,
-            )
+            wait = self._enter_wait(label, timeout_s is not None)
         self._queue[waiter] = None
         try:
             if timeout_s is None:
@@ -371,6 +373,34 @@ class Semaphore:
         if waited > self._longest_wait:
             self._longest_wait = waited
         return waiter.token
+
+    def _enter_wait(self, label: str, bounded: bool) -> _Wait | None:
+        # Register this task's wait; raise DeadlockError if it closes a cycle. The
+        # wait needs any one permit back, so the walk runs only if every permit is
+        # held in a body whose task is this one or waits elsewhere: a permit from
+        # acquire() names no task, and one whose task runs (or was just handed a
+        # permit here, as the walk's own rule says) comes back by itself.
+        task = current_task()
+        record = _Wait(task, self, None, label, bounded, False, None)
+        owners = self._owners
+        if len(owners) >= len(self._holders):
+            me = id(task)
+            waiting = _waitgraph.waiting
+            for tid in owners.values():
+                its_wait = waiting.get(tid)
+                if tid != me and (its_wait is None or its_wait.resource is self):
+                    break
+            else:
+                return enter_wait(
+                    self,
+                    None,
+                    label,
+                    bounded=bounded,
+                    need_all=False,
+                    task=task,
+                    record=record,
+                )
+        return add_wait(record)
 
     def _fail(self, start: float, timeout_ms: float | None) -> NoReturn:
         self._timeouts += 1

@@ -246,6 +246,50 @@ async def test_rwlock_reader_waiting_for_a_lock_of_a_task_waiting_to_write() -> 
     assert wrote == [True]
 
 
+@pytest.mark.parametrize("held_as", ["read", "write"])
+async def test_rwlock_writer_closing_the_cycle_raises(held_as: str) -> None:
+    # The writer's own wait closes it: the holder of rw (a reader, or the writer)
+    # already waits for the mutex the new writer holds.
+    rw = RWLock("rw")
+    m = Mutex("m")
+    rw_held, m_held, m_waited = anyio.Event(), anyio.Event(), anyio.Event()
+    errors: list[DeadlockError] = []
+    got_m: list[bool] = []
+
+    async def holder() -> None:
+        async with rw.read(label="holder") if held_as == "read" else rw.write(
+            label="holder"
+        ):
+            rw_held.set()
+            await m_held.wait()
+            m_waited.set()
+            async with m:
+                got_m.append(True)
+
+    async def writer() -> None:
+        async with m:
+            m_held.set()
+            await m_waited.wait()
+            await wait_all_tasks_blocked()  # the holder is parked on m
+            try:
+                async with rw.write(label="writer"):
+                    pass  # pragma: no cover - must not happen
+            except DeadlockError as exc:
+                errors.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(holder, name="holder")
+            await rw_held.wait()
+            tg.start_soon(writer, name="writer")
+    (error,) = errors
+    assert [(s.task, s.waits_for, s.held_by) for s in error.cycle] == [
+        ("writer", "rw", "holder"),
+        ("holder", "m", "m"),
+    ]
+    assert got_m == [True]  # the writer let m go, so the holder went on
+
+
 async def test_a_waiter_for_a_running_holder_is_never_reported() -> None:
     m = Mutex("m")
     order: list[str] = []
