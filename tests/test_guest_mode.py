@@ -15,12 +15,12 @@ from typing import Any, TypeVar
 import anyio
 import anyio.lowlevel
 import pytest
+import trio
+import trio.lowlevel
 
 from anyio_mutex import MutexLoopError, RefreshCache
 
 from ._locks import ALL_HOLDS, KINDS, LockKind
-
-trio = pytest.importorskip("trio")
 
 T = TypeVar("T")
 
