@@ -42,8 +42,8 @@ def test_quick_start_has_exactly_the_two_commands() -> None:
     demo, tests = commands
     assert demo.startswith("python3 -m venv .venv && ")
     assert tests.startswith("python3 -m venv .venv && ")
-    # On two workers: pytest-xdist must come with the extra the command installs.
-    assert tests.endswith(".venv/bin/python -m pytest -n 2")
+    # On four workers: pytest-xdist must come with the extra the command installs.
+    assert tests.endswith(".venv/bin/python -m pytest -n 4")
     assert "'.[test]'" in tests
     requires = importlib.metadata.requires("anyio_mutex") or []
     assert any(
