@@ -190,6 +190,11 @@ class Semaphore:
             for token, label in list(holders.items())
         ]
 
+    def _wg_granted(self, key: object) -> bool:
+        # A waiter may hold another permit (a nested hold) and still wait: its
+        # grant, not the holder table, says whether its wait is over.
+        return isinstance(key, _Waiter) and key.granted
+
     def _wg_label(self, key: object) -> str:
         return self._label
 
@@ -344,7 +349,7 @@ class Semaphore:
         waiter = _Waiter(label)
         wait = None
         if _waitgraph.detect:  # raises DeadlockError if every holder waits for us
-            wait = self._enter_wait(label, timeout_s is not None)
+            wait = self._enter_wait(waiter, timeout_s is not None)
         self._queue[waiter] = None
         try:
             if timeout_s is None:
@@ -374,26 +379,30 @@ class Semaphore:
             self._longest_wait = waited
         return waiter.token
 
-    def _enter_wait(self, label: str, bounded: bool) -> _Wait | None:
-        # Register this task's wait; raise DeadlockError if it closes a cycle. The
-        # wait needs any one permit back, so the walk runs only if every permit is
-        # held in a body whose task is this one or waits elsewhere: a permit from
-        # acquire() names no task, and one whose task runs (or was just handed a
-        # permit here, as the walk's own rule says) comes back by itself.
+    def _enter_wait(self, waiter: _Waiter, bounded: bool) -> _Wait | None:
+        # Register this task's wait (keyed by its waiter, whose grant ends it); raise
+        # DeadlockError if it closes a cycle. The wait needs any one permit back, so
+        # the walk runs only if every permit is held in a body whose task is this one
+        # or waits itself: a permit from acquire() names no task, and one whose task
+        # runs (or was just granted a permit here) comes back by itself.
         task = current_task()
-        record = _Wait(task, self, None, label, bounded, False, None)
+        label = waiter.label
+        record = _Wait(task, self, waiter, label, bounded, False, None)
         owners = self._owners
         if len(owners) >= len(self._holders):
             me = id(task)
             waiting = _waitgraph.waiting
             for tid in owners.values():
                 its_wait = waiting.get(tid)
-                if tid != me and (its_wait is None or its_wait.resource is self):
+                if tid != me and (
+                    its_wait is None
+                    or (its_wait.resource is self and self._wg_granted(its_wait.key))
+                ):
                     break
             else:
                 return enter_wait(
                     self,
-                    None,
+                    waiter,
                     label,
                     bounded=bounded,
                     need_all=False,

@@ -282,6 +282,21 @@ class _Node(NamedTuple):
 _REENTRY: Final = ()
 
 
+def _granted(wait: _Wait, holders: Sequence[Holder] | None) -> bool:
+    # Whether ``wait`` was granted what it waits for and its task has not resumed.
+    # A lock that knows it says so (``_wg_granted``: a semaphore, whose waiter may
+    # hold another permit of it and still wait); for the others, a task that holds
+    # what it waits for was granted it.
+    resource = wait.resource
+    granted = getattr(resource, "_wg_granted", None)
+    if granted is not None:
+        return bool(granted(wait.key))
+    if holders is None:
+        holders = resource._wg_holders(wait.key)
+    tid = wait.task_id
+    return any(h.task_id == tid for h in holders)
+
+
 def _find_cycle(
     me: int,
     my_task: Any,
@@ -305,9 +320,7 @@ def _find_cycle(
             # Granted what it waits for, not resumed yet (the hand-off window): free,
             # as in the walk below.
             (its_wait.resource is resource and its_wait.key is key)
-            or any(
-                h.task_id == tid for h in its_wait.resource._wg_holders(its_wait.key)
-            )
+            or _granted(its_wait, None)
         ):
             break
     else:
@@ -329,7 +342,7 @@ def _find_cycle(
         its_holders = asked.get(memo)
         if its_holders is None:
             its_holders = asked[memo] = wait.resource._wg_holders(wait.key)
-        if any(h.task_id == tid for h in its_holders):
+        if _granted(wait, its_holders):
             continue  # granted, not resumed yet (the hand-off window): free
         nodes[tid] = _Node(wait.resource, wait.key, its_holders, wait.need_all)
         names[tid] = wait.task_name

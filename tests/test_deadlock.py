@@ -563,6 +563,83 @@ async def test_semaphore_waiting_for_its_own_permit_raises_at_once() -> None:
     assert sem.statistics().available == 1
 
 
+async def test_semaphore_nested_holds_of_two_tasks_raise_in_the_second() -> None:
+    # Each of two tasks holds one of two permits and nests a second hold: both wait
+    # for each other. A waiter that holds another permit is not "granted" (the walk
+    # once took any holder waiting on the semaphore for one in its hand-off window).
+    sem = Semaphore(2, label="pair")
+    both_in = anyio.Event()
+    inside: list[str] = []
+    errors: list[DeadlockError] = []
+
+    async def nest(name: str) -> None:
+        async with sem.hold(label=f"{name}-outer"):
+            inside.append(name)
+            if len(inside) == 2:
+                both_in.set()
+            await both_in.wait()
+            try:
+                async with sem.hold(label=f"{name}-inner"):
+                    inside.append(f"{name}-inner")
+            except DeadlockError as exc:
+                errors.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(nest, "a", name="a")
+            tg.start_soon(nest, "b", name="b")
+    (error,) = errors  # the second to wait; the first gets in once it lets go
+    assert len(inside) == 3
+    assert {s.task for s in error.cycle} <= {"a", "b"}
+    assert {s.waits_for for s in error.cycle} == {"pair"}
+    assert sem.statistics().available == 2
+
+
+async def test_semaphore_nested_hold_in_a_cycle_through_a_mutex_raises() -> None:
+    # a holds a permit and nests; b holds the other and waits for m; c holds m and
+    # waits for a permit last: c -> {a, b}, a -> the semaphore, b -> m -> c.
+    sem, m = Semaphore(2, label="s"), Mutex("m")
+    a_in, b_in, c_in = anyio.Event(), anyio.Event(), anyio.Event()
+    errors: list[DeadlockError] = []
+
+    async def guarded(hold: AbstractAsyncContextManager[Any]) -> None:
+        try:
+            async with hold:
+                pass
+        except DeadlockError as exc:
+            errors.append(exc)
+
+    async def a() -> None:
+        async with sem.hold(label="a"):
+            a_in.set()
+            await b_in.wait()
+            await guarded(sem.hold(label="a-inner"))
+
+    async def b() -> None:
+        async with sem.hold(label="b"):
+            b_in.set()
+            await c_in.wait()
+            await guarded(m)
+
+    async def c() -> None:
+        async with m:
+            c_in.set()
+            await wait_all_tasks_blocked()  # a on the semaphore, b on m
+            await guarded(sem.hold(label="c"))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(a, name="a")
+            await a_in.wait()
+            tg.start_soon(b, name="b")
+            await b_in.wait()
+            tg.start_soon(c, name="c")
+    (error,) = errors
+    assert error.cycle[0].task == "c"
+    assert {s.task for s in error.cycle} <= {"a", "b", "c"}
+    assert sem.statistics().available == 2
+
+
 @pytest.mark.parametrize("other", ["running holder", "acquire() permit"])
 async def test_semaphore_wait_is_not_reported_while_a_permit_may_come_back(
     other: str,
