@@ -372,21 +372,28 @@ def _cycle_through(
     me: int, nodes: dict[int, _Node], names: dict[int, str], stuck: set[int]
 ) -> tuple[DeadlockStep, ...] | None:
     # Breadth-first from the current task, through stuck holders, back to it: the
-    # shortest cycle. None if it is stuck behind a deadlock it is not part of.
-    parent: dict[int, tuple[int, Holder]] = {}
-    frontier = [me]
-    while frontier:
-        following: list[int] = []
-        for tid in frontier:
-            for holder in nodes[tid].holders:
-                nxt = holder.task_id
-                if nxt not in stuck or nxt in parent:
-                    continue
-                parent[nxt] = (tid, holder)
-                if nxt == me:
-                    return _steps(me, parent, nodes, names)
-                following.append(nxt)
-        frontier = following
+    # shortest cycle. None if it is stuck behind a deadlock it is not part of. A
+    # cycle through other tasks is preferred to a task waiting for a permit it holds
+    # itself (a semaphore's nested hold): that is a cycle too, but names nobody else.
+    for self_edges in (False, True):
+        parent: dict[int, tuple[int, Holder]] = {}
+        frontier = [me]
+        while frontier:
+            following: list[int] = []
+            for tid in frontier:
+                for holder in nodes[tid].holders:
+                    nxt = holder.task_id
+                    if (
+                        nxt not in stuck
+                        or nxt in parent
+                        or (nxt == tid and not self_edges)
+                    ):
+                        continue
+                    parent[nxt] = (tid, holder)
+                    if nxt == me:
+                        return _steps(me, parent, nodes, names)
+                    following.append(nxt)
+            frontier = following
     return None
 
 
