@@ -195,6 +195,11 @@ class Semaphore:
         # grant, not the holder table, says whether its wait is over.
         return isinstance(key, _Waiter) and key.granted
 
+    def _wg_need(self, key: object) -> int:
+        # How many holders must leave before a waiter gets a permit: one, unless the
+        # limit was lowered below the permits held.
+        return max(0, len(self._holders) - self._limit + 1)
+
     def _wg_label(self, key: object) -> str:
         return self._label
 
@@ -381,15 +386,18 @@ class Semaphore:
 
     def _enter_wait(self, waiter: _Waiter, bounded: bool) -> _Wait | None:
         # Register this task's wait (keyed by its waiter, whose grant ends it); raise
-        # DeadlockError if it closes a cycle. The wait needs any one permit back, so
-        # the walk runs only if every permit is held in a body whose task is this one
-        # or waits itself: a permit from acquire() names no task, and one whose task
-        # runs (or was just granted a permit here) comes back by itself.
+        # DeadlockError if it closes a cycle. The wait needs _wg_need() holders gone
+        # (one, unless the limit was lowered), so the walk runs only if fewer holders
+        # than that are sure to leave: a permit from acquire() names no task, and one
+        # whose task runs (or was just granted a permit here) comes back by itself.
         task = current_task()
         label = waiter.label
         record = _Wait(task, self, waiter, label, bounded, False, None)
+        holders = self._holders
         owners = self._owners
-        if len(owners) >= len(self._holders):
+        need = self._wg_need(waiter)
+        free = len(holders) - len(owners)  # permits that name no task
+        if free < need:
             me = id(task)
             waiting = _waitgraph.waiting
             for tid in owners.values():
@@ -398,7 +406,9 @@ class Semaphore:
                     its_wait is None
                     or (its_wait.resource is self and self._wg_granted(its_wait.key))
                 ):
-                    break
+                    free += 1
+                    if free >= need:
+                        break
             else:
                 return enter_wait(
                     self,

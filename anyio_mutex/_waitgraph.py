@@ -277,6 +277,20 @@ class _Node(NamedTuple):
     key: object
     holders: Sequence[Holder]
     need_all: bool
+    need: int  # for need_all=False: how many holders must leave (0: none)
+
+
+def _node(
+    resource: Waitable, key: object, holders: Sequence[Holder], need_all: bool
+) -> _Node:
+    # A "needs any" wait needs one holder gone, unless the lock says more (a
+    # semaphore whose limit was lowered below the permits held).
+    if need_all:
+        need = len(holders)
+    else:
+        count = getattr(resource, "_wg_need", None)
+        need = count(key) if count is not None else min(1, len(holders))
+    return _Node(resource, key, holders, need_all, need)
 
 
 _REENTRY: Final = ()
@@ -326,7 +340,7 @@ def _find_cycle(
     else:
         return None
     # Explore every task reachable from here, keeping those that may be stuck.
-    nodes: dict[int, _Node] = {me: _Node(resource, key, holders, need_all)}
+    nodes: dict[int, _Node] = {me: _node(resource, key, holders, need_all)}
     # Holders asked once per lock and walk (a lock's answer may cost a task lookup).
     asked: dict[tuple[int, int], Sequence[Holder]] = {(id(resource), id(key)): holders}
     names: dict[int, str] = {me: task_name(my_task)}
@@ -344,7 +358,7 @@ def _find_cycle(
             its_holders = asked[memo] = wait.resource._wg_holders(wait.key)
         if _granted(wait, its_holders):
             continue  # granted, not resumed yet (the hand-off window): free
-        nodes[tid] = _Node(wait.resource, wait.key, its_holders, wait.need_all)
+        nodes[tid] = _node(wait.resource, wait.key, its_holders, wait.need_all)
         names[tid] = wait.task_name
         todo.extend(h.task_id for h in its_holders)
     # Greatest fixed point: drop every task whose wait some free task can end.
@@ -357,9 +371,8 @@ def _find_cycle(
             if node.need_all:
                 blocked = any(h.task_id in stuck for h in node.holders)
             else:
-                blocked = bool(node.holders) and all(
-                    h.task_id in stuck for h in node.holders
-                )
+                free = sum(h.task_id not in stuck for h in node.holders)
+                blocked = free < node.need
             if not blocked:
                 stuck.discard(tid)
                 changed = True

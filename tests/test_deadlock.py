@@ -641,6 +641,54 @@ async def test_semaphore_nested_hold_in_a_cycle_through_a_mutex_raises() -> None
     assert sem.statistics().available == 2
 
 
+async def test_semaphore_wait_after_the_limit_was_lowered_needs_every_extra_permit() -> (
+    None
+):
+    # Two permits held, the limit lowered to 1: a waiter needs both back. One holder
+    # runs (it will let go), the other waits for the waiter: still a deadlock.
+    sem, m = Semaphore(2, label="s"), Mutex("m")
+    held, m_held, let_go = anyio.Event(), anyio.Event(), anyio.Event()
+    errors: list[DeadlockError] = []
+    got: list[str] = []
+
+    async def stuck_holder() -> None:
+        async with sem.hold(label="stuck"):
+            held.set()
+            await m_held.wait()
+            async with m:
+                got.append("stuck")
+
+    async def running_holder() -> None:
+        async with sem.hold(label="running"):
+            await let_go.wait()
+
+    async def waiter() -> None:
+        async with m:
+            m_held.set()
+            await wait_all_tasks_blocked()  # stuck_holder parked on m
+            let_go.set()  # running_holder will let go; stuck_holder never will
+            try:
+                async with sem.hold(label="waiter"):
+                    got.append("waiter")  # pragma: no cover - must not happen
+            except DeadlockError as exc:
+                errors.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stuck_holder, name="stuck")
+            tg.start_soon(running_holder, name="running")
+            await held.wait()
+            await wait_all_tasks_blocked()
+            sem.limit = 1
+            tg.start_soon(waiter, name="waiter")
+    (error,) = errors
+    assert [(s.task, s.waits_for, s.held_by) for s in error.cycle] == [
+        ("waiter", "s", "stuck"),
+        ("stuck", "m", "m"),
+    ]
+    assert got == ["stuck"]
+
+
 @pytest.mark.parametrize("other", ["running holder", "acquire() permit"])
 async def test_semaphore_wait_is_not_reported_while_a_permit_may_come_back(
     other: str,
