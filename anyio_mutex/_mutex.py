@@ -47,6 +47,7 @@ from ._errors import (
 from ._hold import Backend, Hold, current_task, deadline_fired, running_loop, task_name
 from ._validation import check_bool, check_callable, check_label, check_timeout_ms
 from ._waitgraph import (
+    _WAIT_OVER,
     Holder,
     LockView,
     _Wait,
@@ -64,7 +65,8 @@ _M = TypeVar("_M", bound="_MutexBase")
 # A waiter's state (in its _Wait record). Only its own task reads it once it wakes.
 _WAITING: Final = 0
 _PAUSED: Final = 1  # trio: queued but not parked (the timer's turn); still waiting
-_GRANTED: Final = 2  # the release made its task the owner
+# From _GRANTED on the wait is over, which the deadlock walk reads (_WAIT_OVER).
+_GRANTED: Final = _WAIT_OVER  # the release made its task the owner
 _TIMED_OUT: Final = 3  # the shared timer took it out of the queue
 _GONE: Final = 4  # cancelled and out of the queue
 

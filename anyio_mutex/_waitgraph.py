@@ -50,6 +50,8 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Final, NamedTuple, Protocol, TextIO, final
 
+import anyio
+
 from ._errors import DeadlockError, DeadlockStep
 from ._hold import current_task, task_name
 
@@ -300,6 +302,9 @@ def _node(
 
 
 _REENTRY: Final = ()
+#: A wait record's ``state`` from which its wait is over (a mutex's: granted, timed
+#: out, gone); records of other locks stay at 0.
+_WAIT_OVER: Final = 2
 
 
 def _granted(wait: _Wait, holders: Sequence[Holder] | None) -> bool:
@@ -367,6 +372,23 @@ def _find_cycle(
         nodes[tid] = _node(wait.resource, wait.key, its_holders, wait.need_all)
         names[tid] = wait.task_name
         todo.extend(h.task_id for h in its_holders)
+    stuck = _stuck(me, nodes)
+    if me not in stuck:
+        return None
+    # About to report: first drop every task whose wait has already ended although
+    # it has not resumed to say so (a cancellation on its way, a timeout that fired):
+    # it will let go of what it holds. Only this path asks, so its cost is no matter.
+    ended = _ended(stuck - {me}, waiting)
+    if ended:
+        for tid in ended:
+            del nodes[tid]
+        stuck = _stuck(me, nodes)
+        if me not in stuck:
+            return None
+    return _cycle_through(me, nodes, names, stuck)
+
+
+def _stuck(me: int, nodes: dict[int, _Node]) -> set[int]:
     # Greatest fixed point: drop every task whose wait some free task can end.
     stuck = set(nodes)
     changed = True
@@ -382,9 +404,46 @@ def _find_cycle(
             if not blocked:
                 stuck.discard(tid)
                 changed = True
-    if me not in stuck:
-        return None
-    return _cycle_through(me, nodes, names, stuck)
+    return stuck
+
+
+def _ended(tids: set[int], waiting: dict[int, _Wait]) -> set[int]:
+    # The tasks among ``tids`` whose wait is over though they have not resumed: a
+    # mutex's record says so (granted, timed out, cancelled: its asyncio future, or
+    # trio's abort); any task with a cancellation pending (anyio's public
+    # TaskInfo.has_pending_cancellation(), for anyio cancel scopes and asyncio's
+    # Task.cancel() alike) leaves its wait with it.
+    ended: set[int] = set()
+    pending: dict[int, bool] | None = None
+    for tid in tids:
+        wait = waiting.get(tid)
+        if wait is None:
+            continue
+        fut = wait.fut
+        if wait.state >= _WAIT_OVER or (fut is not None and fut.cancelled()):
+            ended.add(tid)
+            continue
+        if pending is None:
+            pending = _pending_cancellations()
+        if pending.get(tid, False):
+            ended.add(tid)
+    return ended
+
+
+def _pending_cancellations() -> dict[int, bool]:
+    # Task id -> whether a cancellation is on its way to it, for the running loop.
+    try:
+        tasks = anyio.get_running_tasks()
+    except RuntimeError:  # pragma: no cover - the walk runs in a task
+        return {}
+    return {
+        info.id: bool(getattr(info, "has_pending_cancellation", _no)())
+        for info in tasks
+    }
+
+
+def _no() -> bool:  # anyio < 4.7 cannot tell
+    return False
 
 
 def _cycle_through(

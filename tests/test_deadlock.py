@@ -22,10 +22,12 @@ from anyio_mutex import (
     RefreshCache,
     RWLock,
     Semaphore,
+    SingleFlight,
     disable_deadlock_detection,
     enable_deadlock_detection,
     snapshot,
 )
+from anyio_mutex._hold import current_task
 from anyio_mutex._waitgraph import registry
 
 from .conftest import asyncio_only
@@ -288,6 +290,113 @@ async def test_rwlock_writer_closing_the_cycle_raises(held_as: str) -> None:
         ("holder", "m", "m"),
     ]
     assert got_m == [True]  # the writer let m go, so the holder went on
+
+
+def _other_lock(kind: str) -> Callable[[str], AbstractAsyncContextManager[Any]]:
+    """A hold of lock B of the given kind, by label."""
+    if kind == "Mutex":
+        mutex = Mutex("B")
+        return lambda label: mutex.hold(label=label)
+    if kind == "KeyedMutex":
+        keyed: KeyedMutex[str] = KeyedMutex("keyed")
+        return lambda label: keyed.hold("B", label=label)
+    if kind == "RWLock":
+        rw = RWLock("B")
+        return lambda label: rw.write(label=label)
+    sem = Semaphore(1, label="B")
+    return lambda label: sem.hold(label=label)
+
+
+async def _cancel_a_waiter_then_wait_for_its_lock(
+    kind: str, cancel: Callable[[anyio.CancelScope, Any], None]
+) -> list[str]:
+    # W holds A and waits for B, which X holds. X cancels W's wait, then at once
+    # waits for A: W has not resumed yet, but it will let go of A as soon as it does.
+    # That is no deadlock, whatever W's wait record still says.
+    a = AsyncMutex("A")
+    hold_b = _other_lock(kind)
+    b_held = anyio.Event()
+    parked: list[tuple[anyio.CancelScope, Any]] = []
+    got: list[str] = []
+
+    async def w() -> None:
+        async with a.hold(label="W"):
+            await b_held.wait()
+            try:
+                with anyio.CancelScope() as scope:
+                    parked.append((scope, current_task()))
+                    async with hold_b("W"):
+                        got.append("W got B")  # pragma: no cover - cancelled first
+            except anyio.get_cancelled_exc_class():  # Task.cancel(): not the scope's
+                pass  # W goes on, out of its hold of A
+            got.append("W cancelled")
+
+    async def x() -> None:
+        async with hold_b("X"):
+            b_held.set()
+            await wait_all_tasks_blocked()  # W is parked on B
+            cancel(*parked[0])
+            async with a.hold(label="X"):  # no DeadlockError: W lets go of A
+                got.append("X got A")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(w, name="W")
+            tg.start_soon(x, name="X")
+    return got
+
+
+@pytest.mark.parametrize("kind", ["Mutex", "KeyedMutex", "RWLock", "Semaphore"])
+async def test_a_waiter_whose_scope_was_just_cancelled_is_not_in_a_cycle(
+    kind: str,
+) -> None:
+    got = await _cancel_a_waiter_then_wait_for_its_lock(
+        kind, lambda scope, task: scope.cancel()
+    )
+    assert got == ["W cancelled", "X got A"]
+
+
+@asyncio_only
+@pytest.mark.parametrize("kind", ["Mutex", "KeyedMutex", "RWLock", "Semaphore"])
+async def test_a_waiter_cancelled_natively_is_not_in_a_cycle(kind: str) -> None:
+    got = await _cancel_a_waiter_then_wait_for_its_lock(
+        kind, lambda scope, task: task.cancel()
+    )
+    assert got == ["W cancelled", "X got A"]
+
+
+async def test_a_fetch_waiter_whose_scope_was_just_cancelled_is_not_in_a_cycle() -> (
+    None
+):
+    # The fetch's leader X cancels W, which holds m and waits for the fetch, then
+    # takes m inside the fetch.
+    flight: SingleFlight[str, int] = SingleFlight("sf")
+    m = AsyncMutex("m")
+    leading = anyio.Event()
+    scopes: list[anyio.CancelScope] = []
+    got: list[str] = []
+
+    async def fetch() -> int:
+        leading.set()
+        await wait_all_tasks_blocked()  # W holds m and waits for this fetch
+        scopes[0].cancel()
+        async with m.hold(label="X"):
+            got.append("X got m")
+        return 1
+
+    async def w() -> None:
+        await leading.wait()
+        async with m.hold(label="W"):
+            with anyio.CancelScope() as scope:
+                scopes.append(scope)
+                await flight.do("k", fetch)
+            got.append("W cancelled")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(flight.do, "k", fetch, name="X")
+            tg.start_soon(w, name="W")
+    assert got == ["W cancelled", "X got m"]
 
 
 async def test_a_waiter_for_a_running_holder_is_never_reported() -> None:
