@@ -167,6 +167,10 @@ class _MutexBase(anyio.Lock):
         "_trio",
     )
 
+    # Its wait records' state says when a wait is over (granted, timed out, gone),
+    # which the deadlock walk trusts over a pending cancellation (see _waitgraph).
+    _wg_knows_ended: Final = True
+
     def __new__(
         cls: type[_M],
         label: str = "mutex",

@@ -80,7 +80,8 @@ class LockView(NamedTuple):
 class Waitable(Protocol):
     """What a lock offers the walk: its holders and its label, per key.
 
-    A lock may also offer ``_wg_granted(key) -> bool`` (whether the wait keyed
+    A lock whose records' ``state`` always says when a wait is over (the mutex's)
+    sets ``_wg_knows_ended = True``. A lock may also offer ``_wg_granted(key) -> bool`` (whether the wait keyed
     ``key`` was granted, when holding it is no proof: a semaphore's waiter may hold
     another permit) and ``_wg_need(key) -> int`` (how many holders a "needs any" wait
     needs gone, when one is not enough).
@@ -422,6 +423,11 @@ def _ended(tids: set[int], waiting: dict[int, _Wait]) -> set[int]:
         fut = wait.fut
         if wait.state >= _WAIT_OVER or (fut is not None and fut.cancelled()):
             ended.add(tid)
+            continue
+        if getattr(wait.resource, "_wg_knows_ended", False):
+            # Its record says it all. A pending cancellation may be the lock's own
+            # (trio: the mutex's timer scope, fired for another waiter), after which
+            # the task waits on.
             continue
         if pending is None:
             pending = _pending_cancellations()

@@ -17,6 +17,7 @@ import pytest
 
 from anyio_mutex import DeadlockError, DeadlockStep, MutexError
 from anyio_mutex import _waitgraph as wg
+from anyio_mutex._hold import current_task
 from anyio_mutex._waitgraph import Holder, LockView
 
 
@@ -346,3 +347,47 @@ def test_native_task_identity_outside_a_loop_raises() -> None:
 
     with pytest.raises(RuntimeError):
         current_task()
+
+
+class FakeMutex(FakeLock):
+    """A stand-in for a lock whose wait records say when a wait is over."""
+
+    __slots__ = ()
+    _wg_knows_ended = True
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("knows_ended", [False, True])
+async def test_a_pending_cancellation_ends_a_wait_unless_the_lock_says_otherwise(
+    knows_ended: bool,
+) -> None:
+    # A task whose scope was just cancelled, not resumed yet, leaves its wait: the
+    # walk counts it as free. Unless its lock keeps its own record of that (the
+    # mutex): trio's mutex timer is a scope of the waiter's own, which fires for
+    # other waiters too, and the waiter then waits on.
+    parked = anyio.Event()
+    tasks: list[Any] = []
+
+    async def waiter(scope: anyio.CancelScope) -> None:
+        with scope:
+            tasks.append(current_task())
+            parked.set()
+            await anyio.sleep_forever()
+
+    lock = FakeMutex("m") if knows_ended else FakeLock("m")
+    scope = anyio.CancelScope()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, scope)
+        await parked.wait()
+        await anyio.wait_all_tasks_blocked()
+        (native,) = tasks
+        record = wg._Wait(native, lock, None, None, False, True, None)
+        record.state = 1  # still waiting, by the record
+        waiting = {id(native): record}
+        assert wg._ended({id(native)}, waiting) == set()  # nothing pending yet
+        scope.cancel()  # pending from here until the task resumes
+        assert wg._ended({id(native)}, waiting) == (
+            set() if knows_ended else {id(native)}
+        )
+        record.state = wg._WAIT_OVER  # the record says it is over: always ended
+        assert wg._ended({id(native)}, waiting) == {id(native)}
