@@ -81,10 +81,10 @@ class Waitable(Protocol):
     """What a lock offers the walk: its holders and its label, per key.
 
     A lock whose records' ``state`` always says when a wait is over (the mutex's)
-    sets ``_wg_knows_ended = True``. A lock may also offer ``_wg_granted(key) -> bool`` (whether the wait keyed
-    ``key`` was granted, when holding it is no proof: a semaphore's waiter may hold
-    another permit) and ``_wg_need(key) -> int`` (how many holders a "needs any" wait
-    needs gone, when one is not enough).
+    sets ``_wg_knows_ended = True``. A lock may also offer ``_wg_granted(key) ->
+    bool`` (whether the wait keyed ``key`` was granted, when holding it is no proof:
+    a semaphore's waiter may hold another permit) and ``_wg_need(key) -> int`` (how
+    many holders a "needs any" wait needs gone, when one is not enough).
     """
 
     def _wg_holders(self, key: Any, /) -> Sequence[Holder]: ...
