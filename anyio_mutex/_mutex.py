@@ -167,10 +167,6 @@ class _MutexBase(anyio.Lock):
         "_trio",
     )
 
-    # Its wait records' state says when a wait is over (granted, timed out, gone),
-    # which the deadlock walk trusts over a pending cancellation (see _waitgraph).
-    _wg_knows_ended: Final = True
-
     def __new__(
         cls: type[_M],
         label: str = "mutex",
@@ -672,6 +668,13 @@ class _MutexBase(anyio.Lock):
         checker = _diagnostics.checker
         if checker is not None:
             checker.released(self._order_node, label)
+
+    def _wg_own_cancel(self, wait: _Wait) -> bool:
+        # trio: the waiter holding the timer's role parks in a scope of its own,
+        # which fires at other waiters' deadlines too; it then waits on. A pending
+        # cancellation of that waiter is ours if the scope fired, else from outside.
+        scope = self._role_scope
+        return wait is self._role and scope is not None and scope.cancel_called
 
     def _wg_holders(self, key: object) -> Sequence[Holder]:
         # For the deadlock walk, which reads only the task id and the label.

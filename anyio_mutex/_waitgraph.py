@@ -80,11 +80,12 @@ class LockView(NamedTuple):
 class Waitable(Protocol):
     """What a lock offers the walk: its holders and its label, per key.
 
-    A lock whose records' ``state`` always says when a wait is over (the mutex's)
-    sets ``_wg_knows_ended = True``. A lock may also offer ``_wg_granted(key) ->
-    bool`` (whether the wait keyed ``key`` was granted, when holding it is no proof:
-    a semaphore's waiter may hold another permit) and ``_wg_need(key) -> int`` (how
-    many holders a "needs any" wait needs gone, when one is not enough).
+    A lock may also offer ``_wg_granted(key) -> bool`` (whether the wait keyed
+    ``key`` was granted, when holding it is no proof: a semaphore's waiter may hold
+    another permit), ``_wg_need(key) -> int`` (how many holders a "needs any" wait
+    needs gone, when one is not enough) and ``_wg_own_cancel(wait) -> bool``
+    (whether a cancellation pending for the waiting task may be the lock's own, after
+    which the task waits on: the mutex's timer on trio).
     """
 
     def _wg_holders(self, key: Any, /) -> Sequence[Holder]: ...
@@ -424,10 +425,10 @@ def _ended(tids: set[int], waiting: dict[int, _Wait]) -> set[int]:
         if wait.state >= _WAIT_OVER or (fut is not None and fut.cancelled()):
             ended.add(tid)
             continue
-        if getattr(wait.resource, "_wg_knows_ended", False):
-            # Its record says it all. A pending cancellation may be the lock's own
-            # (trio: the mutex's timer scope, fired for another waiter), after which
-            # the task waits on.
+        own = getattr(wait.resource, "_wg_own_cancel", None)
+        if own is not None and own(wait):
+            # The pending cancellation may be the lock's own (trio: the mutex's timer
+            # scope, fired for another waiter), after which the task waits on.
             continue
         if pending is None:
             pending = _pending_cancellations()

@@ -292,27 +292,31 @@ async def test_rwlock_writer_closing_the_cycle_raises(held_as: str) -> None:
     assert got_m == [True]  # the writer let m go, so the holder went on
 
 
-def _other_lock(kind: str) -> Callable[[str], AbstractAsyncContextManager[Any]]:
-    """A hold of lock B of the given kind, by label."""
+def _other_lock(
+    kind: str,
+) -> Callable[[str, float | None], AbstractAsyncContextManager[Any]]:
+    """A hold of lock B of the given kind, by label and timeout_ms."""
     if kind == "Mutex":
         mutex = Mutex("B")
-        return lambda label: mutex.hold(label=label)
+        return lambda label, ms: mutex.hold(label=label, timeout_ms=ms)
     if kind == "KeyedMutex":
         keyed: KeyedMutex[str] = KeyedMutex("keyed")
-        return lambda label: keyed.hold("B", label=label)
+        return lambda label, ms: keyed.hold("B", label=label, timeout_ms=ms)
     if kind == "RWLock":
         rw = RWLock("B")
-        return lambda label: rw.write(label=label)
+        return lambda label, ms: rw.write(label=label, timeout_ms=ms)
     sem = Semaphore(1, label="B")
-    return lambda label: sem.hold(label=label)
+    return lambda label, ms: sem.hold(label=label, timeout_ms=ms)
 
 
 async def _cancel_a_waiter_then_wait_for_its_lock(
-    kind: str, cancel: Callable[[anyio.CancelScope, Any], None]
+    kind: str, cancel: Callable[[anyio.CancelScope, Any], None], timed: bool
 ) -> list[str]:
     # W holds A and waits for B, which X holds. X cancels W's wait, then at once
     # waits for A: W has not resumed yet, but it will let go of A as soon as it does.
-    # That is no deadlock, whatever W's wait record still says.
+    # That is no deadlock, whatever W's wait record still says. Timed: W waits with
+    # a timeout of its own (on trio, the mutex's lone timed waiter parks in the
+    # timer's scope, and its cancellation must still count).
     a = AsyncMutex("A")
     hold_b = _other_lock(kind)
     b_held = anyio.Event()
@@ -325,14 +329,14 @@ async def _cancel_a_waiter_then_wait_for_its_lock(
             try:
                 with anyio.CancelScope() as scope:
                     parked.append((scope, current_task()))
-                    async with hold_b("W"):
+                    async with hold_b("W", 60_000 if timed else None):
                         got.append("W got B")  # pragma: no cover - cancelled first
             except anyio.get_cancelled_exc_class():  # Task.cancel(): not the scope's
                 pass  # W goes on, out of its hold of A
             got.append("W cancelled")
 
     async def x() -> None:
-        async with hold_b("X"):
+        async with hold_b("X", None):
             b_held.set()
             await wait_all_tasks_blocked()  # W is parked on B
             cancel(*parked[0])
@@ -346,21 +350,25 @@ async def _cancel_a_waiter_then_wait_for_its_lock(
     return got
 
 
+@pytest.mark.parametrize("timed", [False, True], ids=["untimed", "timed"])
 @pytest.mark.parametrize("kind", ["Mutex", "KeyedMutex", "RWLock", "Semaphore"])
 async def test_a_waiter_whose_scope_was_just_cancelled_is_not_in_a_cycle(
-    kind: str,
+    kind: str, timed: bool
 ) -> None:
     got = await _cancel_a_waiter_then_wait_for_its_lock(
-        kind, lambda scope, task: scope.cancel()
+        kind, lambda scope, task: scope.cancel(), timed
     )
     assert got == ["W cancelled", "X got A"]
 
 
 @asyncio_only
+@pytest.mark.parametrize("timed", [False, True], ids=["untimed", "timed"])
 @pytest.mark.parametrize("kind", ["Mutex", "KeyedMutex", "RWLock", "Semaphore"])
-async def test_a_waiter_cancelled_natively_is_not_in_a_cycle(kind: str) -> None:
+async def test_a_waiter_cancelled_natively_is_not_in_a_cycle(
+    kind: str, timed: bool
+) -> None:
     got = await _cancel_a_waiter_then_wait_for_its_lock(
-        kind, lambda scope, task: task.cancel()
+        kind, lambda scope, task: task.cancel(), timed
     )
     assert got == ["W cancelled", "X got A"]
 

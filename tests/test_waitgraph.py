@@ -349,22 +349,24 @@ def test_native_task_identity_outside_a_loop_raises() -> None:
         current_task()
 
 
-class FakeMutex(FakeLock):
-    """A stand-in for a lock whose wait records say when a wait is over."""
+class FakeTimedLock(FakeLock):
+    """A stand-in for a lock whose own timer may cancel a waiter that then waits on."""
 
     __slots__ = ()
-    _wg_knows_ended = True
+
+    def _wg_own_cancel(self, wait: wg._Wait) -> bool:
+        return True
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("knows_ended", [False, True])
+@pytest.mark.parametrize("own_cancel", [False, True])
 async def test_a_pending_cancellation_ends_a_wait_unless_the_lock_says_otherwise(
-    knows_ended: bool,
+    own_cancel: bool,
 ) -> None:
     # A task whose scope was just cancelled, not resumed yet, leaves its wait: the
-    # walk counts it as free. Unless its lock keeps its own record of that (the
-    # mutex): trio's mutex timer is a scope of the waiter's own, which fires for
-    # other waiters too, and the waiter then waits on.
+    # walk counts it as free. Unless its lock says the cancellation may be its own
+    # (trio's mutex timer is a scope of one waiter's, which fires for other waiters
+    # too, and that waiter then waits on).
     parked = anyio.Event()
     tasks: list[Any] = []
 
@@ -374,7 +376,7 @@ async def test_a_pending_cancellation_ends_a_wait_unless_the_lock_says_otherwise
             parked.set()
             await anyio.sleep_forever()
 
-    lock = FakeMutex("m") if knows_ended else FakeLock("m")
+    lock = FakeTimedLock("m") if own_cancel else FakeLock("m")
     scope = anyio.CancelScope()
     async with anyio.create_task_group() as tg:
         tg.start_soon(waiter, scope)
@@ -387,7 +389,7 @@ async def test_a_pending_cancellation_ends_a_wait_unless_the_lock_says_otherwise
         assert wg._ended({id(native)}, waiting) == set()  # nothing pending yet
         scope.cancel()  # pending from here until the task resumes
         assert wg._ended({id(native)}, waiting) == (
-            set() if knows_ended else {id(native)}
+            set() if own_cancel else {id(native)}
         )
         record.state = wg._WAIT_OVER  # the record says it is over: always ended
         assert wg._ended({id(native)}, waiting) == {id(native)}
