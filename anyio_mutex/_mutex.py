@@ -669,6 +669,14 @@ class _MutexBase(anyio.Lock):
         if checker is not None:
             checker.released(self._order_node, label)
 
+    def _wg_expired(self, wait: _Wait) -> bool:
+        # A timed waiter whose deadline has passed, before the shared timer (asyncio)
+        # or the role (trio) has timed it out: its wait is over.
+        if not wait.bounded:
+            return False
+        now = self._clock()
+        return any(entry[2] is wait and entry[0] <= now for entry in self._deadlines)
+
     def _wg_own_cancel(self, wait: _Wait) -> bool:
         # trio: the waiter holding the timer's role parks in a scope of its own,
         # which fires at other waiters' deadlines too; it then waits on. A pending

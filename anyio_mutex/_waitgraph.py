@@ -83,9 +83,11 @@ class Waitable(Protocol):
     A lock may also offer ``_wg_granted(key) -> bool`` (whether the wait keyed
     ``key`` was granted, when holding it is no proof: a semaphore's waiter may hold
     another permit), ``_wg_need(key) -> int`` (how many holders a "needs any" wait
-    needs gone, when one is not enough) and ``_wg_own_cancel(wait) -> bool``
-    (whether a cancellation pending for the waiting task may be the lock's own, after
-    which the task waits on: the mutex's timer on trio).
+    needs gone, when one is not enough), ``_wg_expired(wait) -> bool`` (whether the
+    wait's own deadline has passed, before the lock's timer says so) and
+    ``_wg_own_cancel(wait) -> bool`` (whether a cancellation pending for the waiting
+    task may be the lock's own, after which the task waits on: the mutex's timer on
+    trio).
     """
 
     def _wg_holders(self, key: Any, /) -> Sequence[Holder]: ...
@@ -423,6 +425,11 @@ def _ended(tids: set[int], waiting: dict[int, _Wait]) -> set[int]:
             continue
         fut = wait.fut
         if wait.state >= _WAIT_OVER or (fut is not None and fut.cancelled()):
+            ended.add(tid)
+            continue
+        expired = getattr(wait.resource, "_wg_expired", None)
+        if expired is not None and expired(wait):
+            # Its own deadline has passed; the lock's timer has not got to it yet.
             ended.add(tid)
             continue
         own = getattr(wait.resource, "_wg_own_cancel", None)

@@ -373,6 +373,42 @@ async def test_a_waiter_cancelled_natively_is_not_in_a_cycle(
     assert got == ["W cancelled", "X got A"]
 
 
+@pytest.mark.parametrize("kind", ["Mutex", "KeyedMutex"])
+async def test_a_waiter_past_its_deadline_is_not_in_a_cycle(kind: str) -> None:
+    # W holds A and waits for B with a short timeout; X holds B, lets W's deadline
+    # pass without yielding (a busy event loop), then waits for A. The mutex's timer
+    # has not timed W out yet, but W's wait is over: it fails and lets go of A.
+    a = AsyncMutex("A")
+    hold_b = _other_lock(kind)
+    b_held = anyio.Event()
+    got: list[str] = []
+
+    async def w() -> None:
+        async with a.hold(label="W"):
+            await b_held.wait()
+            try:
+                async with hold_b("W", 50):
+                    got.append("W got B")  # pragma: no cover - X holds B
+            except MutexTimeoutError:
+                got.append("W timed out")
+
+    async def x() -> None:
+        async with hold_b("X", None):
+            b_held.set()
+            await wait_all_tasks_blocked()  # W is parked on B, timed
+            deadline = anyio.current_time() + 0.06
+            while anyio.current_time() < deadline:  # the loop is busy: no yield
+                pass
+            async with a.hold(label="X"):
+                got.append("X got A")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(w, name="W")
+            tg.start_soon(x, name="X")
+    assert got == ["W timed out", "X got A"]
+
+
 async def test_a_fetch_waiter_whose_scope_was_just_cancelled_is_not_in_a_cycle() -> (
     None
 ):
