@@ -453,6 +453,8 @@ class _MutexBase(anyio.Lock):
             raise error
         # The queue entry is the wait-for graph's record of this wait, too.
         waiter = _Wait(task, self, None, label, timeout_s is not None, True, None)
+        if timeout_s is not None:
+            waiter.deadline = start + timeout_s
         wait = None
         if _waitgraph.detect:
             its_wait = _waitgraph.waiting.get(id(owner))
@@ -668,14 +670,6 @@ class _MutexBase(anyio.Lock):
         checker = _diagnostics.checker
         if checker is not None:
             checker.released(self._order_node, label)
-
-    def _wg_expired(self, wait: _Wait) -> bool:
-        # A timed waiter whose deadline has passed, before the shared timer (asyncio)
-        # or the role (trio) has timed it out: its wait is over.
-        if not wait.bounded:
-            return False
-        now = self._clock()
-        return any(entry[2] is wait and entry[0] <= now for entry in self._deadlines)
 
     def _wg_own_cancel(self, wait: _Wait) -> bool:
         # trio: the waiter holding the timer's role parks in a scope of its own,

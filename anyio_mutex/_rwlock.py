@@ -331,6 +331,8 @@ class RWLock:
             wait = self._enter_wait(task, waiter, timeout_s is not None)
         self._queue.append(waiter)
         start = anyio.current_time()
+        if wait is not None and timeout_s is not None:
+            wait.deadline = start + timeout_s
         try:
             if timeout_s is None:
                 await waiter.event.wait()

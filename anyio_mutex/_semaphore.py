@@ -354,7 +354,9 @@ class Semaphore:
         waiter = _Waiter(label)
         wait = None
         if _waitgraph.detect:  # raises DeadlockError if every holder waits for us
-            wait = self._enter_wait(waiter, timeout_s is not None)
+            wait = self._enter_wait(
+                waiter, math.inf if timeout_s is None else start + timeout_s
+            )
         self._queue[waiter] = None
         try:
             if timeout_s is None:
@@ -384,7 +386,7 @@ class Semaphore:
             self._longest_wait = waited
         return waiter.token
 
-    def _enter_wait(self, waiter: _Waiter, bounded: bool) -> _Wait | None:
+    def _enter_wait(self, waiter: _Waiter, deadline: float) -> _Wait | None:
         # Register this task's wait (keyed by its waiter, whose grant ends it); raise
         # DeadlockError if it closes a cycle. The wait needs _wg_need() holders gone
         # (one, unless the limit was lowered), so the walk runs only if fewer holders
@@ -392,7 +394,9 @@ class Semaphore:
         # whose task runs (or was just granted a permit here) comes back by itself.
         task = current_task()
         label = waiter.label
+        bounded = deadline != math.inf
         record = _Wait(task, self, waiter, label, bounded, False, None)
+        record.deadline = deadline
         holders = self._holders
         owners = self._owners
         need = self._wg_need(waiter)

@@ -40,6 +40,7 @@ behind another waiter) are not edges, so such deadlocks are missed, never invent
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -83,9 +84,7 @@ class Waitable(Protocol):
     A lock may also offer ``_wg_granted(key) -> bool`` (whether the wait keyed
     ``key`` was granted, when holding it is no proof: a semaphore's waiter may hold
     another permit), ``_wg_need(key) -> int`` (how many holders a "needs any" wait
-    needs gone, when one is not enough), ``_wg_expired(wait) -> bool`` (whether the
-    wait's own deadline has passed, before the lock's timer says so) and
-    ``_wg_own_cancel(wait) -> bool`` (whether a cancellation pending for the waiting
+    needs gone, when one is not enough) and ``_wg_own_cancel(wait) -> bool`` (whether a cancellation pending for the waiting
     task may be the lock's own, after which the task waits on: the mutex's timer on
     trio).
     """
@@ -107,6 +106,7 @@ class _Wait:
 
     __slots__ = (
         "bounded",
+        "deadline",
         "fut",
         "key",
         "label",
@@ -138,6 +138,9 @@ class _Wait:
         self.need_all = need_all
         self.prev = prev  # an outer wait of the same task (a lock built on a lock)
         self.since = time.monotonic()
+        # A timed wait's own deadline on its event loop's clock, set by the lock: past
+        # it, the wait is over even before the lock's timer gets to it.
+        self.deadline = math.inf
         # For a lock that queues the record itself (Mutex): its state, its future.
         self.state = 0
         self.fut: Any = None
@@ -419,6 +422,7 @@ def _ended(tids: set[int], waiting: dict[int, _Wait]) -> set[int]:
     # Task.cancel() alike) leaves its wait with it.
     ended: set[int] = set()
     pending: dict[int, bool] | None = None
+    now: float | None = None
     for tid in tids:
         wait = waiting.get(tid)
         if wait is None:
@@ -427,11 +431,13 @@ def _ended(tids: set[int], waiting: dict[int, _Wait]) -> set[int]:
         if wait.state >= _WAIT_OVER or (fut is not None and fut.cancelled()):
             ended.add(tid)
             continue
-        expired = getattr(wait.resource, "_wg_expired", None)
-        if expired is not None and expired(wait):
-            # Its own deadline has passed; the lock's timer has not got to it yet.
-            ended.add(tid)
-            continue
+        if wait.deadline != math.inf:
+            if now is None:
+                now = anyio.current_time()
+            if wait.deadline <= now:
+                # Its own deadline has passed; the lock's timer has not got to it.
+                ended.add(tid)
+                continue
         own = getattr(wait.resource, "_wg_own_cancel", None)
         if own is not None and own(wait):
             # The pending cancellation may be the lock's own (trio: the mutex's timer

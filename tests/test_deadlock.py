@@ -373,10 +373,10 @@ async def test_a_waiter_cancelled_natively_is_not_in_a_cycle(
     assert got == ["W cancelled", "X got A"]
 
 
-@pytest.mark.parametrize("kind", ["Mutex", "KeyedMutex"])
+@pytest.mark.parametrize("kind", ["Mutex", "KeyedMutex", "RWLock", "Semaphore"])
 async def test_a_waiter_past_its_deadline_is_not_in_a_cycle(kind: str) -> None:
     # W holds A and waits for B with a short timeout; X holds B, lets W's deadline
-    # pass without yielding (a busy event loop), then waits for A. The mutex's timer
+    # pass without yielding (a busy event loop), then waits for A. The lock's timer
     # has not timed W out yet, but W's wait is over: it fails and lets go of A.
     a = AsyncMutex("A")
     hold_b = _other_lock(kind)
