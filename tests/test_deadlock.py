@@ -30,6 +30,7 @@ from anyio_mutex import (
 from anyio_mutex._hold import current_task
 from anyio_mutex._waitgraph import registry
 
+from ._locks import BY_NAME
 from .conftest import asyncio_only
 
 pytestmark = pytest.mark.anyio
@@ -292,21 +293,17 @@ async def test_rwlock_writer_closing_the_cycle_raises(held_as: str) -> None:
     assert got_m == [True]  # the writer let m go, so the holder went on
 
 
+#: Lock B in the tests of waiters that are already leaving: each kind's own hold.
+LEAVING_KINDS = ["Mutex", "KeyedMutex", "RWLock-write", "Semaphore"]
+
+
 def _other_lock(
     kind: str,
 ) -> Callable[[str, float | None], AbstractAsyncContextManager[Any]]:
-    """A hold of lock B of the given kind, by label and timeout_ms."""
-    if kind == "Mutex":
-        mutex = Mutex("B")
-        return lambda label, ms: mutex.hold(label=label, timeout_ms=ms)
-    if kind == "KeyedMutex":
-        keyed: KeyedMutex[str] = KeyedMutex("keyed")
-        return lambda label, ms: keyed.hold("B", label=label, timeout_ms=ms)
-    if kind == "RWLock":
-        rw = RWLock("B")
-        return lambda label, ms: rw.write(label=label, timeout_ms=ms)
-    sem = Semaphore(1, label="B")
-    return lambda label, ms: sem.hold(label=label, timeout_ms=ms)
+    """A hold of lock B of the given kind (tests/_locks.py), by label and timeout_ms."""
+    lock_kind = BY_NAME[kind]
+    lock = lock_kind.make("B")
+    return lambda label, ms: lock_kind.hold(lock, label=label, timeout_ms=ms)
 
 
 async def _cancel_a_waiter_then_wait_for_its_lock(
@@ -351,7 +348,7 @@ async def _cancel_a_waiter_then_wait_for_its_lock(
 
 
 @pytest.mark.parametrize("timed", [False, True], ids=["untimed", "timed"])
-@pytest.mark.parametrize("kind", ["Mutex", "KeyedMutex", "RWLock", "Semaphore"])
+@pytest.mark.parametrize("kind", LEAVING_KINDS)
 async def test_a_waiter_whose_scope_was_just_cancelled_is_not_in_a_cycle(
     kind: str, timed: bool
 ) -> None:
@@ -363,7 +360,7 @@ async def test_a_waiter_whose_scope_was_just_cancelled_is_not_in_a_cycle(
 
 @asyncio_only
 @pytest.mark.parametrize("timed", [False, True], ids=["untimed", "timed"])
-@pytest.mark.parametrize("kind", ["Mutex", "KeyedMutex", "RWLock", "Semaphore"])
+@pytest.mark.parametrize("kind", LEAVING_KINDS)
 async def test_a_waiter_cancelled_natively_is_not_in_a_cycle(
     kind: str, timed: bool
 ) -> None:
@@ -373,7 +370,7 @@ async def test_a_waiter_cancelled_natively_is_not_in_a_cycle(
     assert got == ["W cancelled", "X got A"]
 
 
-@pytest.mark.parametrize("kind", ["Mutex", "KeyedMutex", "RWLock", "Semaphore"])
+@pytest.mark.parametrize("kind", LEAVING_KINDS)
 async def test_a_waiter_past_its_deadline_is_not_in_a_cycle(kind: str) -> None:
     # W holds A and waits for B with a short timeout; X holds B, lets W's deadline
     # pass without yielding (a busy event loop), then waits for A. The lock's timer
