@@ -34,19 +34,22 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
 
 
+def eager_task(loop: Any, coro: Any, **kwargs: Any) -> Any:
+    """``asyncio.eager_task_factory``, also under uvloop 0.23 on 3.13.0.
+
+    uvloop passes ``eager_start=`` to the factory, which 3.13.0's own factory does
+    not accept; ``asyncio.Task`` itself does (3.12+).
+    """
+    kwargs["eager_start"] = True
+    return asyncio.Task(coro, loop=loop, **kwargs)
+
+
 @pytest.fixture(autouse=True)
 async def eager() -> AsyncIterator[None]:
     # The loop outlives the test (anyio's runner keeps it): put its factory back.
     loop = asyncio.get_running_loop()
     before = loop.get_task_factory()
-    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]
-    probe = asyncio.sleep(0)
-    try:
-        await loop.create_task(probe)
-    except TypeError:  # uvloop 0.23 on 3.13 passes eager_start=, which it rejects
-        probe.close()
-        loop.set_task_factory(before)
-        pytest.skip("this event loop cannot run asyncio.eager_task_factory")
+    loop.set_task_factory(eager_task)
     yield
     loop.set_task_factory(before)
 
