@@ -84,9 +84,9 @@ class Waitable(Protocol):
     A lock may also offer ``_wg_granted(key) -> bool`` (whether the wait keyed
     ``key`` was granted, when holding it is no proof: a semaphore's waiter may hold
     another permit), ``_wg_need(key) -> int`` (how many holders a "needs any" wait
-    needs gone, when one is not enough) and ``_wg_own_cancel(wait) -> bool`` (whether a cancellation pending for the waiting
-    task may be the lock's own, after which the task waits on: the mutex's timer on
-    trio).
+    needs gone, when one is not enough) and ``_wg_own_cancel(wait) -> bool``
+    (whether a cancellation pending for the waiting task may be the lock's own,
+    after which the task waits on: the mutex's timer on trio).
     """
 
     def _wg_holders(self, key: Any, /) -> Sequence[Holder]: ...
