@@ -47,6 +47,7 @@ from ._errors import (
 from ._hold import Backend, Hold, current_task, deadline_fired, running_loop, task_name
 from ._validation import check_bool, check_callable, check_label, check_timeout_ms
 from ._waitgraph import (
+    _RESUMING,
     _WAIT_OVER,
     Holder,
     LockView,
@@ -55,6 +56,7 @@ from ._waitgraph import (
     enter_wait,
     held_since,
     leave_wait,
+    recheck_wait,
     track,
 )
 from ._waitgraph import registry as _waitgraph
@@ -64,7 +66,9 @@ _M = TypeVar("_M", bound="_MutexBase")
 
 # A waiter's state (in its _Wait record). Only its own task reads it once it wakes.
 _WAITING: Final = 0
-_PAUSED: Final = 1  # trio: queued but not parked (the timer's turn); still waiting
+# trio: queued but not parked (the timer's turn); still waiting, and the walk runs
+# again before it parks again (_RESUMING).
+_PAUSED: Final = _RESUMING
 # From _GRANTED on the wait is over, which the deadlock walk reads (_WAIT_OVER).
 _GRANTED: Final = _WAIT_OVER  # the release made its task the owner
 _TIMED_OUT: Final = 3  # the shared timer took it out of the queue
@@ -402,7 +406,11 @@ class _MutexBase(anyio.Lock):
 
     def _pass_role(self) -> None:
         # The role's task leaves the queue: wake the timed waiter last in the queue
-        # to take the role (it re-parks in a scope of its own).
+        # to take the role (it re-parks in a scope of its own). First time out the
+        # waiters past their deadlines: the timer may have fired for them in the
+        # step that granted or cancelled the role, and a release before the next
+        # role parks must not grant them the lock.
+        self._expire_due()
         for waiter in reversed(self._queue):
             if waiter.bounded and waiter.state is _WAITING:
                 self._role = waiter
@@ -534,11 +542,13 @@ class _MutexBase(anyio.Lock):
                         self._expire_due()  # may time this waiter out too
                         if waiter.state is _PAUSED:
                             waiter.state = _WAITING
+                            recheck_wait(waiter)  # walks counted it as free
                             continue
                 else:
                     await _trio_wait(abort)
                     if waiter.state is _PAUSED:  # woken to take the role
                         waiter.state = _WAITING
+                        recheck_wait(waiter)  # walks counted it as free
                         continue
                 return  # granted, or timed out by the role
         except BaseException:
@@ -670,13 +680,6 @@ class _MutexBase(anyio.Lock):
         checker = _diagnostics.checker
         if checker is not None:
             checker.released(self._order_node, label)
-
-    def _wg_own_cancel(self, wait: _Wait) -> bool:
-        # trio: the waiter holding the timer's role parks in a scope of its own,
-        # which fires at other waiters' deadlines too; it then waits on. A pending
-        # cancellation of that waiter is ours if the scope fired, else from outside.
-        scope = self._role_scope
-        return wait is self._role and scope is not None and scope.cancel_called
 
     def _wg_holders(self, key: object) -> Sequence[Holder]:
         # For the deadlock walk, which reads only the task id and the label.

@@ -84,9 +84,7 @@ class Waitable(Protocol):
     A lock may also offer ``_wg_granted(key) -> bool`` (whether the wait keyed
     ``key`` was granted, when holding it is no proof: a semaphore's waiter may hold
     another permit), ``_wg_need(key) -> int`` (how many holders a "needs any" wait
-    needs gone, when one is not enough) and ``_wg_own_cancel(wait) -> bool``
-    (whether a cancellation pending for the waiting task may be the lock's own,
-    after which the task waits on: the mutex's timer on trio).
+    needs gone, when one is not enough).
     """
 
     def _wg_holders(self, key: Any, /) -> Sequence[Holder]: ...
@@ -276,6 +274,24 @@ def add_wait(wait: _Wait) -> _Wait:
     return wait
 
 
+def recheck_wait(wait: _Wait) -> None:
+    """Walk again for ``wait``, whose task was woken but waits on: it parks again.
+
+    While it was :data:`_RESUMING`, other tasks' walks counted it as free; if one of
+    them parked meanwhile and closed a cycle through it, this reports that cycle.
+    Does nothing for a wait that is not registered (detection was off).
+
+    :raises DeadlockError: if the wait closes a cycle; it stays registered (the
+        caller's ``finally`` removes it)
+    """
+    if registry.waiting.get(wait.task_id) is wait:
+        cycle = _find_cycle(
+            wait.task_id, wait.task, wait.resource, wait.key, wait.need_all
+        )
+        if cycle:
+            raise DeadlockError(cycle)
+
+
 def leave_wait(wait: _Wait) -> None:
     """Remove the entry :func:`enter_wait` made (restoring an outer wait, if any)."""
     waiting = registry.waiting
@@ -309,6 +325,10 @@ def _node(
 
 
 _REENTRY: Final = ()
+#: A wait record's ``state`` while its task, still queued, was woken and is about to
+#: run (trio's mutex timer): it either leaves or walks again (:func:`recheck_wait`)
+#: before it parks again, so a walk meanwhile may count it as free.
+_RESUMING: Final = 1
 #: A wait record's ``state`` from which its wait is over (a mutex's: granted, timed
 #: out, gone); records of other locks stay at 0.
 _WAIT_OVER: Final = 2
@@ -417,7 +437,8 @@ def _stuck(me: int, nodes: dict[int, _Node]) -> set[int]:
 def _ended(tids: set[int], waiting: dict[int, _Wait]) -> set[int]:
     # The tasks among ``tids`` whose wait is over though they have not resumed: a
     # mutex's record says so (granted, timed out, cancelled: its asyncio future, or
-    # trio's abort); any task with a cancellation pending (anyio's public
+    # trio's abort), or says that its task is about to run and will walk again if
+    # it parks again (_RESUMING); any task with a cancellation pending (anyio's public
     # TaskInfo.has_pending_cancellation(), for anyio cancel scopes and asyncio's
     # Task.cancel() alike) leaves its wait with it.
     ended: set[int] = set()
@@ -428,7 +449,7 @@ def _ended(tids: set[int], waiting: dict[int, _Wait]) -> set[int]:
         if wait is None:
             continue
         fut = wait.fut
-        if wait.state >= _WAIT_OVER or (fut is not None and fut.cancelled()):
+        if wait.state >= _RESUMING or (fut is not None and fut.cancelled()):
             ended.add(tid)
             continue
         if wait.deadline != math.inf:
@@ -438,11 +459,6 @@ def _ended(tids: set[int], waiting: dict[int, _Wait]) -> set[int]:
                 # Its own deadline has passed; the lock's timer has not got to it.
                 ended.add(tid)
                 continue
-        own = getattr(wait.resource, "_wg_own_cancel", None)
-        if own is not None and own(wait):
-            # The pending cancellation may be the lock's own (trio: the mutex's timer
-            # scope, fired for another waiter), after which the task waits on.
-            continue
         if pending is None:
             pending = _pending_cancellations()
         if pending.get(tid, False):

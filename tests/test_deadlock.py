@@ -11,6 +11,9 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+import trio
+import trio.lowlevel
+import trio.testing
 from anyio import wait_all_tasks_blocked
 
 from anyio_mutex import (
@@ -404,6 +407,109 @@ async def test_a_waiter_past_its_deadline_is_not_in_a_cycle(kind: str) -> None:
             tg.start_soon(w, name="W")
             tg.start_soon(x, name="X")
     assert got == ["W timed out", "X got A"]
+
+
+# trio's mutex times its timed waiters out with one timer: the first timed waiter (the
+# "role") parks in a cancel scope at the earliest deadline in the queue, also when that
+# deadline is another waiter's; when it fires, the role wakes, times that waiter out
+# and parks again. These runs make the role wake in the same scheduler step as X, the
+# holder of B, and repeat so that trio's batch order puts X first in some of them.
+_ROLE_RUNS = 30
+
+
+async def _role_woken_with_x(cancel_w: bool) -> tuple[list[str], int]:
+    clock = trio.lowlevel.current_clock()
+    assert isinstance(clock, trio.testing.MockClock)
+    a, b = AsyncMutex("A"), Mutex("B")
+    b_held = anyio.Event()
+    outer = anyio.CancelScope()
+    got: list[str] = []
+    x_first = 0
+
+    async def w() -> None:
+        async with a.hold(label="W"):
+            await b_held.wait()
+            with outer:
+                try:
+                    async with b.hold(label="W", timeout_ms=60_000):  # the role
+                        got.append("W got B")
+                except DeadlockError:
+                    got.append("W DeadlockError")
+            if outer.cancel_called:
+                got.append("W cancelled")
+
+    async def v() -> None:  # the role's timer now fires at V's deadline
+        with pytest.raises(MutexTimeoutError):
+            async with b.hold(label="V", timeout_ms=10):
+                pass  # pragma: no cover - X holds B
+        got.append("V timed out")
+
+    async def jump() -> None:  # past V's deadline and X's sleep: both fire at once
+        await wait_all_tasks_blocked()
+        clock.jump(1)
+
+    async def x() -> None:
+        nonlocal x_first
+        async with b.hold(label="X"):
+            b_held.set()
+            await wait_all_tasks_blocked()  # W is parked on B, the role
+            tg.start_soon(v, name="V")
+            await wait_all_tasks_blocked()  # V is parked behind it
+            tg.start_soon(jump)
+            await anyio.sleep(0.5)
+            # Woken in the same step as the role: it may not have run yet.
+            x_first += b.statistics().tasks_waiting == 2
+            if cancel_w:
+                outer.cancel()
+            try:
+                async with a.hold(label="X"):
+                    got.append("X got A")
+            except DeadlockError:
+                got.append("X DeadlockError")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(w, name="W")
+            tg.start_soon(x, name="X")
+    return got, x_first
+
+
+@pytest.mark.parametrize(
+    "anyio_backend", [pytest.param(("trio", {"clock": trio.testing.MockClock()}))]
+)
+async def test_trio_timer_role_cancelled_in_its_timers_step_is_not_in_a_cycle() -> (
+    None
+):
+    # W holds A and, as the role, waits for B; X holds B. The role's timer fires for
+    # V, and in the same step X cancels W and waits for A. W leaves (its cancellation
+    # comes on top of the timer's), so X must get A, not a DeadlockError.
+    x_first = 0
+    for _ in range(_ROLE_RUNS):
+        got, first = await _role_woken_with_x(cancel_w=True)
+        assert sorted(got) == ["V timed out", "W cancelled", "X got A"]
+        x_first += first
+    assert x_first > 0  # the interleaving under test happened
+
+
+@pytest.mark.parametrize(
+    "anyio_backend", [pytest.param(("trio", {"clock": trio.testing.MockClock()}))]
+)
+async def test_trio_timer_role_in_a_real_cycle_is_reported_whichever_runs_first() -> (
+    None
+):
+    # The same, without the cancellation: W (waiting for B) and X (waiting for A)
+    # deadlock. Whichever of the two runs first after the timer's step, exactly one
+    # gets DeadlockError and the other completes.
+    outcomes = set()
+    for _ in range(_ROLE_RUNS):
+        got, first = await _role_woken_with_x(cancel_w=False)
+        assert "V timed out" in got
+        assert sorted(got) in (
+            ["V timed out", "W DeadlockError", "X got A"],
+            ["V timed out", "W got B", "X DeadlockError"],
+        )
+        outcomes.add((first, got[-1]))
+    assert any(first for first, _ in outcomes)
 
 
 async def test_a_fetch_waiter_whose_scope_was_just_cancelled_is_not_in_a_cycle() -> (

@@ -349,24 +349,11 @@ def test_native_task_identity_outside_a_loop_raises() -> None:
         current_task()
 
 
-class FakeTimedLock(FakeLock):
-    """A stand-in for a lock whose own timer may cancel a waiter that then waits on."""
-
-    __slots__ = ()
-
-    def _wg_own_cancel(self, wait: wg._Wait) -> bool:
-        return True
-
-
 @pytest.mark.anyio
-@pytest.mark.parametrize("own_cancel", [False, True])
-async def test_a_pending_cancellation_ends_a_wait_unless_the_lock_says_otherwise(
-    own_cancel: bool,
-) -> None:
+async def test_a_pending_cancellation_or_a_resuming_record_ends_a_wait() -> None:
     # A task whose scope was just cancelled, not resumed yet, leaves its wait: the
-    # walk counts it as free. Unless its lock says the cancellation may be its own
-    # (trio's mutex timer is a scope of one waiter's, which fires for other waiters
-    # too, and that waiter then waits on).
+    # walk counts it as free. So does one whose record says it was woken and walks
+    # again before it parks again (trio's mutex timer), or that its wait is over.
     parked = anyio.Event()
     tasks: list[Any] = []
 
@@ -376,7 +363,7 @@ async def test_a_pending_cancellation_ends_a_wait_unless_the_lock_says_otherwise
             parked.set()
             await anyio.sleep_forever()
 
-    lock = FakeTimedLock("m") if own_cancel else FakeLock("m")
+    lock = FakeLock("m")
     scope = anyio.CancelScope()
     async with anyio.create_task_group() as tg:
         tg.start_soon(waiter, scope)
@@ -384,12 +371,11 @@ async def test_a_pending_cancellation_ends_a_wait_unless_the_lock_says_otherwise
         await anyio.wait_all_tasks_blocked()
         (native,) = tasks
         record = wg._Wait(native, lock, None, None, False, True, None)
-        record.state = 1  # still waiting, by the record
         waiting = {id(native): record}
         assert wg._ended({id(native)}, waiting) == set()  # nothing pending yet
+        for state in (wg._RESUMING, wg._WAIT_OVER):
+            record.state = state
+            assert wg._ended({id(native)}, waiting) == {id(native)}
+        record.state = 0
         scope.cancel()  # pending from here until the task resumes
-        assert wg._ended({id(native)}, waiting) == (
-            set() if own_cancel else {id(native)}
-        )
-        record.state = wg._WAIT_OVER  # the record says it is over: always ended
         assert wg._ended({id(native)}, waiting) == {id(native)}
