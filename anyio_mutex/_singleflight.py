@@ -222,6 +222,10 @@ class SingleFlight(Generic[K, T]):
             if call is None:
                 return await self._lead(key, fn, args, label, takeover)
             unbounded = timeout_ms is None or timeout_ms == math.inf
+            if not unbounded and (start is None or deadline is None):
+                # A takeover keeps the first deadline.
+                start = anyio.current_time()
+                deadline = start + cast(float, timeout_ms) / 1000
             wait = None
             if _waitgraph.detect:
                 if call.waits_for is None:
@@ -234,13 +238,14 @@ class SingleFlight(Generic[K, T]):
                     label,
                     bounded=not unbounded,
                 )
+                if wait is not None and deadline is not None:
+                    wait.deadline = deadline  # past it, this wait is over
             try:
                 if unbounded:
                     await call.done.wait()
                 else:
-                    if start is None or deadline is None:  # a takeover keeps the first
-                        start = anyio.current_time()
-                        deadline = start + cast(float, timeout_ms) / 1000
+                    assert start is not None
+                    assert deadline is not None
                     await self._wait(key, call, start, deadline, timeout_ms, what)
             finally:
                 if wait is not None:

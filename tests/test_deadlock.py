@@ -477,9 +477,7 @@ async def _role_woken_with_x(cancel_w: bool) -> tuple[list[str], int]:
 @pytest.mark.parametrize(
     "anyio_backend", [pytest.param(("trio", {"clock": trio.testing.MockClock()}))]
 )
-async def test_trio_timer_role_cancelled_in_its_timers_step_is_not_in_a_cycle() -> (
-    None
-):
+async def test_trio_timer_role_cancelled_in_its_timers_step_is_not_in_a_cycle() -> None:
     # W holds A and, as the role, waits for B; X holds B. The role's timer fires for
     # V, and in the same step X cancels W and waits for A. W leaves (its cancellation
     # comes on top of the timer's), so X must get A, not a DeadlockError.
@@ -544,6 +542,40 @@ async def test_a_fetch_waiter_whose_scope_was_just_cancelled_is_not_in_a_cycle()
             tg.start_soon(flight.do, "k", fetch, name="X")
             tg.start_soon(w, name="W")
     assert got == ["W cancelled", "X got m"]
+
+
+async def test_a_fetch_waiter_past_its_deadline_is_not_in_a_cycle() -> None:
+    # W holds m and waits for the fetch with a short timeout; the fetch's leader X
+    # lets W's deadline pass without yielding, then takes m inside the fetch. W's
+    # timer has not fired yet, but its wait is over: it fails and lets go of m.
+    flight: SingleFlight[str, int] = SingleFlight("sf")
+    m = AsyncMutex("m")
+    leading = anyio.Event()
+    got: list[str] = []
+
+    async def fetch() -> int:
+        leading.set()
+        await wait_all_tasks_blocked()  # W holds m and waits for this fetch
+        deadline = anyio.current_time() + 0.06
+        while anyio.current_time() < deadline:  # the loop is busy: no yield
+            pass
+        async with m.hold(label="X"):
+            got.append("X got m")
+        return 1
+
+    async def w() -> None:
+        await leading.wait()
+        async with m.hold(label="W"):
+            try:
+                await flight.do("k", fetch, timeout_ms=50)
+            except MutexTimeoutError:
+                got.append("W timed out")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(flight.do, "k", fetch, name="X")
+            tg.start_soon(w, name="W")
+    assert got == ["W timed out", "X got m"]
 
 
 async def test_a_waiter_for_a_running_holder_is_never_reported() -> None:

@@ -258,6 +258,104 @@ async def test_local_wait_for_a_renewed_holder_waiting_for_us_is_a_deadlock(
         assert not await redis_lock.locked()
 
 
+async def test_local_waiter_woken_by_a_renewed_lease_walks_again(
+    server: RedisServer, anyio_backend_name: str
+) -> None:
+    # B holds `local` and waits for the local turn of A, whose hold() renews its
+    # lease. B's wait wakes at the lease's old expiry and waits on; a walk in that
+    # window counts B as leaving (its scope has fired). A waits for `local` exactly
+    # then: A parks, so B must find the cycle when it parks again.
+    async with connect(server) as client:
+        redis_lock = RedisMutex(client, unique("rewalk"), lease_ms=1000)
+        local = AsyncMutex("local")
+        a_holds, b_waits = anyio.Event(), anyio.Event()
+        outcome: list[str] = []
+
+        async def a() -> None:
+            async with redis_lock.hold(label="A"):
+                a_holds.set()
+                await b_waits.wait()
+                await anyio.wait_all_tasks_blocked()  # B is parked for the turn
+                b_scope = redis_lock._queue[0].scope
+                assert b_scope is not None
+                turn = redis_lock._turn
+                assert turn is not None
+                assert turn.lease is not None
+                # Until a renewal moved the expiry (no event tells; poll it).
+                while turn.lease.expires_at <= b_scope.deadline:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+                while anyio.current_time() < b_scope.deadline:
+                    pass  # busy: B's scope fires at the next yield
+                await anyio.lowlevel.checkpoint()  # the timer runs after us ...
+                await anyio.lowlevel.checkpoint()  # ... and B's wake-up after this
+                try:
+                    async with local:
+                        outcome.append("A got local")
+                except DeadlockError:
+                    outcome.append("A deadlock")
+
+        async def b() -> None:
+            async with local:
+                b_waits.set()
+                try:
+                    async with redis_lock.hold(label="B"):
+                        outcome.append("B got the lock")
+                except DeadlockError:
+                    outcome.append("B deadlock")
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(a, name="a")
+                await a_holds.wait()
+                tg.start_soon(b, name="b")
+        assert outcome in (
+            ["B deadlock", "A got local"],
+            ["A deadlock", "B got the lock"],
+        )
+        if anyio_backend_name == "asyncio":  # the window is certain there
+            assert outcome[0] == "B deadlock"
+        assert not await redis_lock.locked()
+
+
+async def test_local_waiter_past_its_deadline_is_not_in_a_cycle(
+    server: RedisServer,
+) -> None:
+    # W holds `local` and waits for X's turn (renewed by hold()) with a short
+    # timeout; X lets W's deadline pass without yielding, then waits for `local`.
+    # W's scope has not fired yet, but its wait is over: it fails and lets go.
+    async with connect(server) as client:
+        redis_lock = RedisMutex(client, unique("overdue"), lease_ms=5_000)
+        local = AsyncMutex("local")
+        x_holds = anyio.Event()
+        got: list[str] = []
+
+        async def w() -> None:
+            await x_holds.wait()
+            async with local:
+                try:
+                    async with redis_lock.hold(label="W", timeout_ms=50):
+                        got.append("W got the lock")  # pragma: no cover
+                except MutexTimeoutError:
+                    got.append("W timed out")
+
+        async def x() -> None:
+            async with redis_lock.hold(label="X"):
+                x_holds.set()
+                await anyio.wait_all_tasks_blocked()  # W waits for the turn
+                deadline = anyio.current_time() + 0.06
+                while anyio.current_time() < deadline:  # busy: no yield
+                    pass
+                async with local:
+                    got.append("X got local")
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(w, name="W")
+                tg.start_soon(x, name="X")
+        assert got == ["W timed out", "X got local"]
+        assert not await redis_lock.locked()
+
+
 async def test_a_lease_that_outlives_its_task_keeps_that_task_s_identity(
     server: RedisServer,
 ) -> None:

@@ -17,7 +17,14 @@ import anyio.lowlevel
 from .._errors import MutexReentryError, MutexTimeoutError
 from .._hold import current_task
 from .._validation import check_callable, check_label, check_timeout_ms
-from .._waitgraph import Holder, LockView, enter_wait, leave_wait, track
+from .._waitgraph import (
+    Holder,
+    LockView,
+    enter_wait,
+    leave_wait,
+    recheck_wait,
+    track,
+)
 from .._waitgraph import registry as _waitgraph
 from ._checks import _check_lease_ms, _check_ms
 from ._client import _adapt, _call, _Client, _hash_tag
@@ -366,9 +373,12 @@ class RedisMutex:
             return
         wait = None
         if _waitgraph.detect:  # raises DeadlockError: see _wg_holders
-            wait = enter_wait(self, None, turn.label)
+            wait = enter_wait(self, None, turn.label, bounded=deadline is not None)
+            if wait is not None and deadline is not None:
+                wait.deadline = deadline  # past it, this wait is over
         self._queue.append(turn)
         try:
+            woken = False
             while not turn.event.is_set():
                 # Wake at our deadline, or when the local holder's lease runs out.
                 current = self._turn
@@ -378,6 +388,10 @@ class RedisMutex:
                         self._end_turn(current)
                         continue
                     wake = min(wake, current.lease.expires_at)
+                if woken and wait is not None:
+                    # Woken at the holder's old lease expiry (it was renewed) and
+                    # waiting on: while woken, walks counted this task as leaving.
+                    recheck_wait(wait)
                 try:
                     with anyio.CancelScope(deadline=wake) as turn.scope:
                         await turn.event.wait()
@@ -402,6 +416,7 @@ class RedisMutex:
                         label=self.name,
                         owner=owner,
                     )
+                woken = True
         except BaseException:
             if turn.event.is_set():
                 self._end_turn(turn)  # handed the turn as we left: pass it on
