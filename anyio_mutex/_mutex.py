@@ -136,6 +136,11 @@ def _abort_trio(mutex: _MutexBase, waiter: _Wait, _: object) -> Any:
         # The timer's scope may have fired for another waiter: keep the place in the
         # queue until the task runs and knows (a release meanwhile grants it).
         waiter.state = _PAUSED
+        # If it was the timer, time out every waiter past its deadline now, as trio
+        # does at a scope's deadline, so that a release before this task runs does
+        # not grant one of them the lock (this one included: it is not rescheduled
+        # twice, being _PAUSED).
+        mutex._expire_due()
     else:
         del mutex._queue[waiter]
         waiter.state = _GONE

@@ -402,9 +402,14 @@ def _find_cycle(
     stuck = _stuck(me, nodes)
     if me not in stuck:
         return None
-    # About to report: first drop every task whose wait has already ended although
-    # it has not resumed to say so (a cancellation on its way, a timeout that fired):
-    # it will let go of what it holds. Only this path asks, so its cost is no matter.
+    # About to report. A current task with a cancellation pending never waits: it
+    # parks and is cancelled at once, letting go of what it holds (the cancellation
+    # wins, as it does at any checkpoint). Then drop every task whose wait has
+    # already ended although it has not resumed to say so (a cancellation on its
+    # way, a timeout that fired): it will let go of what it holds too. Only this
+    # path asks, so its cost is no matter.
+    if _cancelling_me():
+        return None
     ended = _ended(stuck - {me}, waiting)
     if ended:
         for tid in ended:
@@ -464,6 +469,15 @@ def _ended(tids: set[int], waiting: dict[int, _Wait]) -> set[int]:
         if pending.get(tid, False):
             ended.add(tid)
     return ended
+
+
+def _cancelling_me() -> bool:
+    # Whether the running task has a cancellation pending (anyio's public API).
+    try:
+        info = anyio.get_current_task()
+    except RuntimeError:  # pragma: no cover - the walk runs in a task
+        return False
+    return bool(getattr(info, "has_pending_cancellation", _no)())
 
 
 def _pending_cancellations() -> dict[int, bool]:

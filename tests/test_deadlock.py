@@ -374,6 +374,38 @@ async def test_a_waiter_cancelled_natively_is_not_in_a_cycle(
 
 
 @pytest.mark.parametrize("kind", LEAVING_KINDS)
+async def test_a_wait_closing_a_cycle_in_a_cancelled_scope_is_cancelled(
+    kind: str,
+) -> None:
+    # X holds B and waits for A; W holds A and, in a scope already cancelled, waits
+    # for B. The cancellation wins, as at any checkpoint: W leaves cancelled (and
+    # lets go of A), instead of getting a DeadlockError.
+    a = AsyncMutex("A")
+    hold_b = _other_lock(kind)
+    b_held = anyio.Event()
+    got: list[str] = []
+
+    async def x() -> None:
+        async with hold_b("X", None):
+            b_held.set()
+            async with a.hold(label="X"):
+                got.append("X got A")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg, a.hold(label="W"):
+            tg.start_soon(x, name="X")
+            await b_held.wait()
+            await wait_all_tasks_blocked()  # X waits for A
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                async with hold_b("W", None):
+                    got.append("W got B")  # pragma: no cover - cancelled
+            assert scope.cancelled_caught
+            got.append("W cancelled")
+    assert got == ["W cancelled", "X got A"]
+
+
+@pytest.mark.parametrize("kind", LEAVING_KINDS)
 async def test_a_waiter_past_its_deadline_is_not_in_a_cycle(kind: str) -> None:
     # W holds A and waits for B with a short timeout; X holds B, lets W's deadline
     # pass without yielding (a busy event loop), then waits for A. The lock's timer
@@ -457,8 +489,10 @@ async def _role_woken_with_x(cancel_w: bool) -> tuple[list[str], int]:
             await wait_all_tasks_blocked()  # V is parked behind it
             tg.start_soon(jump)
             await anyio.sleep(0.5)
-            # Woken in the same step as the role: it may not have run yet.
-            x_first += b.statistics().tasks_waiting == 2
+            # Woken in the same step as the role: it may not have run yet (then
+            # its fired timer scope is still in place).
+            scope = b._role_scope
+            x_first += scope is not None and scope.cancel_called
             if cancel_w:
                 outer.cancel()
             try:

@@ -17,9 +17,12 @@ from typing import Any
 
 import anyio
 import pytest
+import trio
+import trio.lowlevel
+import trio.testing
 from anyio import wait_all_tasks_blocked
 
-from anyio_mutex import AsyncMutex, Mutex, MutexTimeoutError
+from anyio_mutex import AsyncMutex, DeadlockError, Mutex, MutexTimeoutError
 from anyio_mutex._mutex import _MutexBase
 
 from .conftest import asyncio_only
@@ -243,3 +246,131 @@ async def test_the_shared_timer_does_not_spin_on_a_coarse_clock(
     assert min(waited) >= 0
     assert calls <= 15, f"{calls} timer callbacks for 5 timeouts"
     m.release()
+
+
+# trio's shared timer is one waiter's cancel scope (the "role"). These runs make it
+# fire in the same scheduler step as the holder's wake-up, and repeat so that trio's
+# random batch order runs the holder first in some of them (all 30 runs go the other
+# way with probability 2**-30).
+_TRIO_STEP_RUNS = 30
+
+
+async def _overdue_run(overdue: str, clock: trio.testing.MockClock) -> list[str]:
+    m = Mutex("m")
+    got: list[str] = []
+
+    async def wait(name: str, timeout_ms: float) -> None:
+        try:
+            async with m.hold(label=name, timeout_ms=timeout_ms):
+                got.append(f"{name} got it")
+        except MutexTimeoutError:
+            got.append(f"{name} timed out")
+
+    async def jump() -> None:  # past the deadline and X's sleep: both fire
+        await wait_all_tasks_blocked()
+        clock.jump(1)
+
+    r_scope = anyio.CancelScope()
+
+    async def r() -> None:
+        with r_scope:
+            await wait("R", 60_000)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await m.acquire(label="X")
+            if overdue == "role":
+                tg.start_soon(wait, "W", 100)
+            else:
+                # R takes the role, then leaves it to the last timed waiter, V.
+                tg.start_soon(r)
+                await wait_all_tasks_blocked()
+                tg.start_soon(wait, "W", 100)
+                await wait_all_tasks_blocked()
+                tg.start_soon(wait, "V", 60_000)
+                await wait_all_tasks_blocked()
+                r_scope.cancel()
+            await wait_all_tasks_blocked()
+            tg.start_soon(jump)
+            await anyio.sleep(0.5)
+            m.release()
+    assert m.statistics().timeouts == 1
+    return got
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("trio", {"clock": trio.testing.MockClock()}), id="trio")],
+)
+@pytest.mark.parametrize("overdue", ["role", "ahead of the role"])
+async def test_trio_overdue_waiter_is_not_granted_by_a_release_in_its_timers_step(
+    overdue: str,
+) -> None:
+    # X holds the mutex, wakes in the step in which the timer fires, and releases
+    # at once. The overdue waiter W (the role itself, or the head of the queue,
+    # whose deadline the role's scope keeps) must time out, as it would under its
+    # own trio scope, not be granted the lock a second after its deadline.
+    clock = trio.lowlevel.current_clock()
+    assert isinstance(clock, trio.testing.MockClock)
+    for _ in range(_TRIO_STEP_RUNS):
+        assert "W timed out" in await _overdue_run(overdue, clock)
+
+
+async def _cancelled_while_woken_run(clock: trio.testing.MockClock) -> list[str]:
+    a, b = AsyncMutex("A"), Mutex("B")
+    outer = anyio.CancelScope()
+    got: list[str] = []
+
+    async def r() -> None:
+        with pytest.raises(MutexTimeoutError):
+            async with b.hold(label="R", timeout_ms=100):
+                pass  # pragma: no cover - X holds B
+        got.append("R timed out")
+
+    async def w() -> None:
+        async with a.hold(label="W"):
+            try:
+                with outer:
+                    async with b.hold(label="W", timeout_ms=100_000):
+                        got.append("W got B")  # pragma: no cover
+            except DeadlockError:  # pragma: no cover - the bug
+                got.append("W DeadlockError")
+            if outer.cancelled_caught:
+                got.append("W cancelled")
+
+    async def jump() -> None:
+        await wait_all_tasks_blocked()
+        clock.jump(1)
+
+    async def x() -> None:
+        async with b.hold(label="X"):
+            tg.start_soon(r, name="R")
+            await wait_all_tasks_blocked()
+            tg.start_soon(w, name="W")
+            await wait_all_tasks_blocked()
+            tg.start_soon(jump)
+            await anyio.sleep(0.5)
+            outer.cancel()
+            async with a.hold(label="X"):
+                got.append("X got A")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(x, name="X")
+    return sorted(got)
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("trio", {"clock": trio.testing.MockClock()}), id="trio")],
+)
+async def test_trio_waiter_cancelled_while_woken_for_the_role_is_not_reported() -> None:
+    # X holds B; W holds A and waits for B inside `outer`; R, first in the queue
+    # and the timer's role, times out, and the role passes to W. In that step X
+    # cancels W and waits for A. W must leave cancelled (X then gets A), never get
+    # a DeadlockError for a wait it was never going to resume.
+    clock = trio.lowlevel.current_clock()
+    assert isinstance(clock, trio.testing.MockClock)
+    for _ in range(_TRIO_STEP_RUNS):
+        got = await _cancelled_while_woken_run(clock)
+        assert got == ["R timed out", "W cancelled", "X got A"]
