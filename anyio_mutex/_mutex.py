@@ -136,11 +136,6 @@ def _abort_trio(mutex: _MutexBase, waiter: _Wait, _: object) -> Any:
         # The timer's scope may have fired for another waiter: keep the place in the
         # queue until the task runs and knows (a release meanwhile grants it).
         waiter.state = _PAUSED
-        # If it was the timer, time out every waiter past its deadline now, as trio
-        # does at a scope's deadline, so that a release before this task runs does
-        # not grant one of them the lock (this one included: it is not rescheduled
-        # twice, being _PAUSED).
-        mutex._expire_due()
     else:
         del mutex._queue[waiter]
         waiter.state = _GONE
@@ -320,6 +315,11 @@ class _MutexBase(anyio.Lock):
 
     def _hand_on(self) -> None:
         # The holder lets go: the first waiter still waiting becomes the owner.
+        if self._deadlines:
+            # Never a waiter past its deadline: time those out first. The timer may
+            # not have run yet (a busy step; on trio, the timer's waiter was woken
+            # but has not run, or the timer is passing to another waiter).
+            self._expire_due()
         queue = self._queue
         while queue:
             waiter = queue.popitem(last=False)[0]
@@ -386,8 +386,9 @@ class _MutexBase(anyio.Lock):
     def _expire_due(self) -> float:
         # Fail every waiter whose deadline has passed, dropping stale entries on the
         # way; return the time it went by. A timer may fire up to a clock tick early.
-        # On trio the role's own task runs this; it is not parked, so it is not
-        # rescheduled. On asyncio a cancelled waiter is left to its own task.
+        # On trio a waiter is rescheduled only if parked (_WAITING): the role, when
+        # its own task runs this or was woken (_PAUSED), is not rescheduled twice.
+        # On asyncio a cancelled waiter is left to its own task.
         deadlines = self._deadlines
         now = self._clock()
         while deadlines:
