@@ -413,9 +413,8 @@ class _MutexBase(anyio.Lock):
     def _pass_role(self) -> None:
         # The role's task leaves the queue: wake the timed waiter last in the queue
         # to take the role (it re-parks in a scope of its own). First time out the
-        # waiters past their deadlines: the timer may have fired for them in the
-        # step that granted or cancelled the role, and a release before the next
-        # role parks must not grant them the lock.
+        # waiters past their deadlines now (the timer may have fired for them in
+        # the step that granted or cancelled the role), not a step later.
         self._expire_due()
         for waiter in reversed(self._queue):
             if waiter.bounded and waiter.state is _WAITING:
