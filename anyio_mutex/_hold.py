@@ -159,6 +159,19 @@ def _load_asyncio() -> tuple[Callable[[], Any], Callable[[Any], Any]] | None:
     return _asyncio
 
 
+# trio's getter, once trio is imported (by someone else, as asyncio above).
+_trio_task: Callable[[], Any] | None = None
+
+
+def _load_trio() -> Callable[[], Any] | None:
+    global _trio_task
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return None
+    _trio_task = trio.lowlevel.current_task
+    return _trio_task
+
+
 def current_task() -> Any:
     """Return the running task as its event loop knows it (an asyncio or trio task).
 
@@ -178,10 +191,10 @@ def current_task() -> Any:
             task = asyncio[1](loop)
             if task is not None:
                 return task
-    trio = sys.modules.get("trio")
-    if trio is None:
+    trio_task = _trio_task or _load_trio()
+    if trio_task is None:
         raise RuntimeError("no task is running in this thread")
-    return trio.lowlevel.current_task()
+    return trio_task()
 
 
 def task_name(task: Any) -> str:

@@ -361,10 +361,13 @@ class RWLock:
         if waiter.kind is _WRITE:
             waiting = _waitgraph.waiting
             writer = self._writer
-            holders = (
-                self._readers.keys() if writer is None else (writer, *self._readers)
-            )
-            for tid in holders:
+            if writer is not None:  # no tuple of all holders: this runs on every wait
+                its_wait = waiting.get(writer)
+                if its_wait is not None and its_wait.resource is not self:
+                    return enter_wait(
+                        self, waiter, waiter.label, bounded=bounded, task=task
+                    )
+            for tid in self._readers:
                 its_wait = waiting.get(tid)
                 if its_wait is not None and its_wait.resource is not self:
                     break

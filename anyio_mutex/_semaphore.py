@@ -340,8 +340,11 @@ class Semaphore:
         timeout_ms: float | None,
         timeout_s: float | None,
         checkpointed: bool,
+        owned: bool = False,
     ) -> int:
         # The slow path of acquire() and _enter(): returns the granted permit's token.
+        # ``owned`` (from _enter()): record the permit's task in _owners on the way
+        # out, as _enter() does after the fast path.
         start = anyio.current_time()
         if timeout_s == 0:
             if not checkpointed:
@@ -349,14 +352,15 @@ class Semaphore:
                 # the event loop; nothing is queued, so nothing to undo if cancelled.
                 await _checkpoint()
                 if len(self._holders) < self._limit:  # freed during the checkpoint
-                    return self._take(label)
+                    token = self._take(label)
+                    if owned and _waitgraph.detect:
+                        self._owners[token] = id(current_task())
+                    return token
             self._fail(start, timeout_ms)
         waiter = _Waiter(label)
         wait = None
         if _waitgraph.detect:  # raises DeadlockError if every holder waits for us
-            wait = self._enter_wait(
-                waiter, math.inf if timeout_s is None else start + timeout_s
-            )
+            wait = self._enter_wait(waiter, start, timeout_s)
         self._queue[waiter] = None
         try:
             if timeout_s is None:
@@ -384,9 +388,17 @@ class Semaphore:
         self._contended += 1
         if waited > self._longest_wait:
             self._longest_wait = waited
-        return waiter.token
+        token = waiter.token
+        if owned and _waitgraph.detect:
+            # The wait record knows this task already: no second lookup.
+            self._owners[token] = (
+                wait.task_id if wait is not None else id(current_task())
+            )
+        return token
 
-    def _enter_wait(self, waiter: _Waiter, deadline: float) -> _Wait | None:
+    def _enter_wait(
+        self, waiter: _Waiter, start: float, timeout_s: float | None
+    ) -> _Wait | None:
         # Register this task's wait (keyed by its waiter, whose grant ends it); raise
         # DeadlockError if it closes a cycle. The wait needs _wg_need() holders gone
         # (one, unless the limit was lowered), so the walk runs only if fewer holders
@@ -394,15 +406,18 @@ class Semaphore:
         # whose task runs (or was just granted a permit here) comes back by itself.
         task = current_task()
         label = waiter.label
-        bounded = deadline != math.inf
+        bounded = timeout_s is not None
         record = _Wait(task, self, waiter, label, bounded, False, None)
-        record.deadline = deadline
+        if timeout_s is not None:
+            record.deadline = start + timeout_s
         holders = self._holders
         owners = self._owners
-        need = self._wg_need(waiter)
+        # _wg_need(), inlined (this runs on every contended wait). Its max(0, ...)
+        # changes nothing here: owners is a subset of holders, so free >= 0.
         free = len(holders) - len(owners)  # permits that name no task
+        need = len(holders) - self._limit + 1
         if free < need:
-            me = id(task)
+            me = record.task_id
             waiting = _waitgraph.waiting
             for tid in owners.values():
                 its_wait = waiting.get(tid)
@@ -490,16 +505,17 @@ class Semaphore:
             checkpointed = True
         if checkpointed and len(self._holders) < self._limit:
             token = self._take(label)
+            if _waitgraph.detect:
+                self._owners[token] = id(current_task())
         else:
+            # Records the permit's task in _owners itself (owned=True).
             token = await self._acquire_contended(
-                label, timeout_ms, timeout_s, checkpointed
+                label, timeout_ms, timeout_s, checkpointed, True
             )
         # Nothing awaits between the grant and this push, so no cancellation lands
         # between them.
         entered = self._entered
         entered.set((token, entered.get()))
-        if _waitgraph.detect:
-            self._owners[token] = id(current_task())
 
     def _exit(self) -> None:
         entered = self._entered
