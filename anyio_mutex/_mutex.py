@@ -315,10 +315,14 @@ class _MutexBase(anyio.Lock):
 
     def _hand_on(self) -> None:
         # The holder lets go: the first waiter still waiting becomes the owner.
-        if self._deadlines:
-            # Never a waiter past its deadline: time those out first. The timer may
-            # not have run yet (a busy step; on trio, the timer's waiter was woken
-            # but has not run, or the timer is passing to another waiter).
+        role = self._role
+        if role is not None and role.state is not _WAITING:
+            # trio: the timer's waiter was woken (its scope fired, or it was
+            # cancelled, or it is taking the role over) but has not run yet to time
+            # out the waiters past their deadlines. Do it now, so that none of them
+            # is granted the lock after trio processed its deadline. (A parked
+            # role means no deadline has been processed: nothing to check, no
+            # clock read.)
             self._expire_due()
         queue = self._queue
         while queue:
