@@ -315,15 +315,21 @@ class _MutexBase(anyio.Lock):
 
     def _hand_on(self) -> None:
         # The holder lets go: the first waiter still waiting becomes the owner.
-        role = self._role
-        if role is not None and role.state is not _WAITING:
-            # trio: the timer's waiter was woken (its scope fired, or it was
-            # cancelled, or it is taking the role over) but has not run yet to time
-            # out the waiters past their deadlines. Do it now, so that none of them
-            # is granted the lock after trio processed its deadline. (A parked
-            # role means no deadline has been processed: nothing to check, no
-            # clock read.)
-            self._expire_due()
+        deadlines = self._deadlines
+        if deadlines:
+            # No waiter is granted the lock once its deadline could have been
+            # processed, though the timer has not timed it out yet. The common case
+            # costs one comparison and no clock read.
+            if self._trio:
+                role = self._role
+                if role is not None and role.state is not _WAITING:
+                    # The timer's waiter was woken (its scope fired, it was
+                    # cancelled, or it is taking the role over) but has not run.
+                    self._expire_due()
+            elif self._timer_at > deadlines[0][0]:
+                # asyncio: _expire() re-armed the timer at least 1 ms on (for
+                # uvloop's clock), past the earliest deadline left.
+                self._expire_due()
         queue = self._queue
         while queue:
             waiter = queue.popitem(last=False)[0]

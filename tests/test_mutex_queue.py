@@ -16,6 +16,7 @@ import asyncio
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 import trio
 import trio.lowlevel
@@ -415,3 +416,41 @@ async def test_trio_waiter_cancelled_while_woken_for_the_role_is_not_reported() 
     for _ in range(_TRIO_STEP_RUNS):
         got = await _cancelled_while_woken_run(clock)
         assert got == ["R timed out", "W cancelled", "X got A"]
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    # Not uvloop: its millisecond clock makes the 0.6 ms below a matter of where the
+    # ticks fall (there, as with anyio.Lock, a grant within the tick may happen).
+    [
+        pytest.param(("asyncio", {}), id="asyncio"),
+        pytest.param(("trio", {}), id="trio"),
+    ],
+)
+async def test_a_deadline_just_after_another_is_kept_while_the_holder_yields() -> None:
+    # W1's and W2's deadlines are 0.6 ms apart. The shared timer fires for W1 and
+    # re-arms at least 1 ms on (for uvloop's clock), so no timer stands at W2's
+    # deadline. The holder yields all along and releases just after it: the event
+    # loop had every chance to process it, so W2 must time out, as it would under
+    # anyio.Lock with fail_after.
+    m = Mutex("m")
+    got: dict[str, str] = {}
+
+    async def wait(name: str, timeout_ms: float) -> None:
+        try:
+            async with m.hold(label=name, timeout_ms=timeout_ms):
+                got[name] = "granted"
+        except MutexTimeoutError:
+            got[name] = "timed out"
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await m.acquire(label="X")
+            tg.start_soon(wait, "W1", 50)
+            tg.start_soon(wait, "W2", 50.6)
+            await wait_all_tasks_blocked()
+            last_deadline = max(entry[0] for entry in m._deadlines)
+            while anyio.current_time() < last_deadline + 0.0001:
+                await anyio.lowlevel.checkpoint()
+            m.release()
+    assert got == {"W1": "timed out", "W2": "timed out"}
