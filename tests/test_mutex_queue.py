@@ -290,43 +290,28 @@ async def _overdue_run(overdue: str, clock: trio.testing.MockClock) -> list[str]
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             await m.acquire(label="X")
+            # Each waiter parks before the next one comes.
             if overdue == "role":
-                tg.start_soon(wait, "W", 100)
+                firsts: list[Any] = [(wait, "W", 100)]
+            elif overdue == "behind a cancelled role":
+                firsts = [(r,), (wait, "W", 100)]
+            else:  # R takes the role, then leaves it to the last timed waiter, V
+                first = r_then_jump if overdue == "while the role passes on" else r
+                firsts = [(first,), (wait, "W", 100), (wait, "V", 60_000)]
+            for args in firsts:
+                tg.start_soon(*args)
+                await wait_all_tasks_blocked()
+            if overdue == "behind a cancelled role":
+                tg.start_soon(cancel_r_then_jump)
             elif overdue == "while the role passes on":
                 # R's exit hands the role to V; before V runs, time passes W's
                 # deadline and nothing fires for it (no scope is armed).
-                tg.start_soon(r_then_jump)
-                await wait_all_tasks_blocked()
-                tg.start_soon(wait, "W", 100)
-                await wait_all_tasks_blocked()
-                tg.start_soon(wait, "V", 60_000)
-                await wait_all_tasks_blocked()
                 r_scope.cancel()
-                await anyio.sleep(0.5)
-                m.release()
-                await wait_all_tasks_blocked()
-                tg.cancel_scope.cancel()  # V, if still queued
-                return got
-            elif overdue == "behind a cancelled role":
-                tg.start_soon(r)
-                await wait_all_tasks_blocked()
-                tg.start_soon(wait, "W", 100)
-                await wait_all_tasks_blocked()
-                tg.start_soon(cancel_r_then_jump)
-                await anyio.sleep(0.5)
-                m.release()
-                return got
             else:
-                # R takes the role, then leaves it to the last timed waiter, V.
-                tg.start_soon(r)
-                await wait_all_tasks_blocked()
-                tg.start_soon(wait, "W", 100)
-                await wait_all_tasks_blocked()
-                tg.start_soon(wait, "V", 60_000)
-                await wait_all_tasks_blocked()
-                r_scope.cancel()
-            await wait_all_tasks_blocked()
-            tg.start_soon(jump)
+                if overdue == "ahead of the role":
+                    r_scope.cancel()
+                    await wait_all_tasks_blocked()
+                tg.start_soon(jump)
             await anyio.sleep(0.5)
             m.release()
     return got
