@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -326,13 +327,13 @@ class RWLock:
         timeout_ms: float | None,
     ) -> None:
         waiter = _Waiter(kind, id(task), label)
+        start = anyio.current_time()
         wait = None
         if _waitgraph.detect:  # raises DeadlockError before anything is queued
-            wait = self._enter_wait(task, waiter, timeout_s is not None)
+            wait = self._enter_wait(
+                task, waiter, math.inf if timeout_s is None else start + timeout_s
+            )
         self._queue.append(waiter)
-        start = anyio.current_time()
-        if wait is not None and timeout_s is not None:
-            wait.deadline = start + timeout_s
         try:
             if timeout_s is None:
                 await waiter.event.wait()
@@ -353,7 +354,9 @@ class RWLock:
         self._timeouts += 1
         raise error
 
-    def _enter_wait(self, task: object, waiter: _Waiter, bounded: bool) -> _Wait | None:
+    def _enter_wait(
+        self, task: object, waiter: _Waiter, deadline: float
+    ) -> _Wait | None:
         # Register the wait; raise DeadlockError if it closes a cycle. A writer waits
         # for the writer and every reader (none of them this task: that is re-entry,
         # raised before). The walk runs only if one of them waits elsewhere: one that
@@ -365,16 +368,18 @@ class RWLock:
                 its_wait = waiting.get(writer)
                 if its_wait is not None and its_wait.resource is not self:
                     return enter_wait(
-                        self, waiter, waiter.label, bounded=bounded, task=task
+                        self, waiter, waiter.label, deadline=deadline, task=task
                     )
             for tid in self._readers:
                 its_wait = waiting.get(tid)
                 if its_wait is not None and its_wait.resource is not self:
                     break
             else:
+                bounded = deadline != math.inf
                 record = _Wait(task, self, waiter, waiter.label, bounded, True, None)
+                record.deadline = deadline
                 return add_wait(record)
-        return enter_wait(self, waiter, waiter.label, bounded=bounded, task=task)
+        return enter_wait(self, waiter, waiter.label, deadline=deadline, task=task)
 
     def _releaser(self, kind: str, task_id: int, gen: int) -> Callable[[], None]:
         def release() -> None:

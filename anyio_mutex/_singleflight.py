@@ -236,10 +236,8 @@ class SingleFlight(Generic[K, T]):
                     call,
                     None,
                     label,
-                    bounded=not unbounded,
+                    deadline=math.inf if deadline is None else deadline,
                 )
-                if wait is not None and deadline is not None:
-                    wait.deadline = deadline  # past it, this wait is over
             try:
                 if unbounded:
                     await call.done.wait()

@@ -224,6 +224,7 @@ def enter_wait(
     label: str | None,
     *,
     bounded: bool = False,
+    deadline: float = math.inf,
     need_all: bool = True,
     reentry: bool = False,
     task: Any = None,
@@ -238,6 +239,8 @@ def enter_wait(
     :param label: the waiter's own label, for :func:`snapshot`
     :param bounded: the wait has its own timeout (shown by :func:`snapshot`; a
         timeout ends a wait by failing it, so it does not break a cycle)
+    :param deadline: that timeout's deadline on the event loop's clock, if known
+        (implies ``bounded``): past it, the wait counts as over
     :param need_all: ``True`` if the wait needs every holder gone, ``False`` if any
         one holder leaving lets it in (a semaphore permit)
     :param reentry: ``True`` if the caller reports a wait for what the current task
@@ -258,7 +261,9 @@ def enter_wait(
     if cycle:
         raise DeadlockError(cycle)
     if record is None:
+        bounded = bounded or deadline != math.inf
         record = _Wait(task, resource, key, label, bounded, need_all, None)
+        record.deadline = deadline
     return add_wait(record)
 
 
@@ -408,9 +413,10 @@ def _find_cycle(
     # already ended although it has not resumed to say so (a cancellation on its
     # way, a timeout that fired): it will let go of what it holds too. Only this
     # path asks, so its cost is no matter.
-    if _cancelling_me():
+    pending = _pending_cancellations()
+    if pending.get(me, False):
         return None
-    ended = _ended(stuck - {me}, waiting)
+    ended = _ended(stuck - {me}, waiting, pending)
     if ended:
         for tid in ended:
             del nodes[tid]
@@ -439,7 +445,9 @@ def _stuck(me: int, nodes: dict[int, _Node]) -> set[int]:
     return stuck
 
 
-def _ended(tids: set[int], waiting: dict[int, _Wait]) -> set[int]:
+def _ended(
+    tids: set[int], waiting: dict[int, _Wait], pending: dict[int, bool]
+) -> set[int]:
     # The tasks among ``tids`` whose wait is over though they have not resumed: a
     # mutex's record says so (granted, timed out, cancelled: its asyncio future, or
     # trio's abort), or says that its task is about to run and will walk again if
@@ -447,7 +455,6 @@ def _ended(tids: set[int], waiting: dict[int, _Wait]) -> set[int]:
     # TaskInfo.has_pending_cancellation(), for anyio cancel scopes and asyncio's
     # Task.cancel() alike) leaves its wait with it.
     ended: set[int] = set()
-    pending: dict[int, bool] | None = None
     now: float | None = None
     for tid in tids:
         wait = waiting.get(tid)
@@ -464,20 +471,9 @@ def _ended(tids: set[int], waiting: dict[int, _Wait]) -> set[int]:
                 # Its own deadline has passed; the lock's timer has not got to it.
                 ended.add(tid)
                 continue
-        if pending is None:
-            pending = _pending_cancellations()
         if pending.get(tid, False):
             ended.add(tid)
     return ended
-
-
-def _cancelling_me() -> bool:
-    # Whether the running task has a cancellation pending (anyio's public API).
-    try:
-        info = anyio.get_current_task()
-    except RuntimeError:  # pragma: no cover - the walk runs in a task
-        return False
-    return bool(getattr(info, "has_pending_cancellation", _no)())
 
 
 def _pending_cancellations() -> dict[int, bool]:

@@ -372,10 +372,16 @@ async def test_a_pending_cancellation_or_a_resuming_record_ends_a_wait() -> None
         (native,) = tasks
         record = wg._Wait(native, lock, None, None, False, True, None)
         waiting = {id(native): record}
-        assert wg._ended({id(native)}, waiting) == set()  # nothing pending yet
+        assert (
+            wg._ended({id(native)}, waiting, wg._pending_cancellations()) == set()
+        )  # nothing pending yet
         for state in (wg._RESUMING, wg._WAIT_OVER):
             record.state = state
-            assert wg._ended({id(native)}, waiting) == {id(native)}
+            assert wg._ended({id(native)}, waiting, wg._pending_cancellations()) == {
+                id(native)
+            }
         record.state = 0
         scope.cancel()  # pending from here until the task resumes
-        assert wg._ended({id(native)}, waiting) == {id(native)}
+        assert wg._ended({id(native)}, waiting, wg._pending_cancellations()) == {
+            id(native)
+        }

@@ -373,9 +373,12 @@ class RedisMutex:
             return
         wait = None
         if _waitgraph.detect:  # raises DeadlockError: see _wg_holders
-            wait = enter_wait(self, None, turn.label, bounded=deadline is not None)
-            if wait is not None and deadline is not None:
-                wait.deadline = deadline  # past it, this wait is over
+            wait = enter_wait(
+                self,
+                None,
+                turn.label,
+                deadline=math.inf if deadline is None else deadline,
+            )
         self._queue.append(turn)
         try:
             woken = False
