@@ -2,7 +2,8 @@
 
 The docs mark a block that is a whole program with a MyST comment line right above
 it. Each such block runs in a fresh interpreter and must exit cleanly; the blocks
-assert what the prose around them claims.
+assert what the prose around them claims. ``python tests/test_docs.py DIR`` writes
+them to DIR as modules, so that .ci/run type-checks them as the user code they are.
 """
 
 from __future__ import annotations
@@ -48,3 +49,10 @@ def test_docs_program_runs(name: str, code: str, tmp_path: pathlib.Path) -> None
         cwd=tmp_path,
     )
     assert result.returncode == 0, f"{name}:\n{result.stdout}{result.stderr}"
+
+
+if __name__ == "__main__":
+    out = pathlib.Path(sys.argv[1])
+    for block_name, block in BLOCKS:
+        stem = re.sub(r"\W", "_", block_name.replace(".md#", "_"))
+        (out / f"{stem}.py").write_text(block)
