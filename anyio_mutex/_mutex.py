@@ -480,10 +480,15 @@ class _MutexBase(anyio.Lock):
             waiter.deadline = start + timeout_s
         wait = None
         if _waitgraph.detect:
-            its_wait = _waitgraph.waiting.get(id(owner))
+            waiting = _waitgraph.waiting
+            its_wait = waiting.get(id(owner))
             if its_wait is None or its_wait.resource is self:
-                # The holder runs (or was just handed this lock): no cycle.
-                wait = add_wait(waiter)
+                # The holder runs (or was just handed this lock): no cycle. Register
+                # the wait: add_wait(), inlined, as leave_wait() is below (the two
+                # calls were a third of what detection added to a hand-off).
+                wait = waiter
+                if waiting.setdefault(waiter.task_id, waiter) is not waiter:
+                    add_wait(waiter)  # an outer wait of this task: keep it
             else:
                 # Raises DeadlockError (holding nothing new) if the holder waits,
                 # directly or through others, for this task.
@@ -508,7 +513,11 @@ class _MutexBase(anyio.Lock):
                     raise
         finally:
             if wait is not None:
-                leave_wait(wait)
+                waiting = _waitgraph.waiting
+                if wait.prev is None and waiting.get(wait.task_id) is wait:
+                    del waiting[wait.task_id]  # leave_wait(), inlined
+                else:
+                    leave_wait(wait)
         if waiter.state is _TIMED_OUT:
             # Our own deadline passed; nothing is held or queued.
             error = await deadline_fired(

@@ -345,7 +345,11 @@ class RWLock:
             raise
         finally:
             if wait is not None:
-                leave_wait(wait)
+                waiting = _waitgraph.waiting
+                if wait.prev is None and waiting.get(wait.task_id) is wait:
+                    del waiting[wait.task_id]  # leave_wait(), inlined
+                else:
+                    leave_wait(wait)
         if waiter.granted:
             return
         # Our own deadline fired before the lock was granted.
@@ -378,7 +382,9 @@ class RWLock:
                 bounded = deadline != math.inf
                 record = _Wait(task, self, waiter, waiter.label, bounded, True, None)
                 record.deadline = deadline
-                return add_wait(record)
+                if waiting.setdefault(record.task_id, record) is not record:
+                    add_wait(record)  # an outer wait of this task: keep it
+                return record
         return enter_wait(self, waiter, waiter.label, deadline=deadline, task=task)
 
     def _releaser(self, kind: str, task_id: int, gen: int) -> Callable[[], None]:

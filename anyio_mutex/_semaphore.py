@@ -375,7 +375,11 @@ class Semaphore:
             raise
         finally:
             if wait is not None:
-                leave_wait(wait)
+                waiting = _waitgraph.waiting
+                if wait.prev is None and waiting.get(wait.task_id) is wait:
+                    del waiting[wait.task_id]  # leave_wait(), inlined
+                else:
+                    leave_wait(wait)
         if not waiter.granted:
             # Our own deadline fired first. Leave the queue before the checkpoint
             # below, which may raise.
@@ -438,7 +442,9 @@ class Semaphore:
                     task=task,
                     record=record,
                 )
-        return add_wait(record)
+        if _waitgraph.waiting.setdefault(record.task_id, record) is not record:
+            add_wait(record)  # an outer wait of this task: keep it
+        return record
 
     def _fail(self, start: float, timeout_ms: float | None) -> NoReturn:
         self._timeouts += 1

@@ -31,9 +31,9 @@ from anyio_mutex import (
     snapshot,
 )
 from anyio_mutex._hold import current_task
-from anyio_mutex._waitgraph import registry
+from anyio_mutex._waitgraph import _Wait, add_wait, leave_wait, registry
 
-from ._locks import BY_NAME
+from ._locks import ALL_HOLDS, BY_NAME, LockKind
 from .conftest import asyncio_only
 
 pytestmark = pytest.mark.anyio
@@ -121,6 +121,55 @@ async def test_fetch_waits_with_timeout_still_time_out_without_a_cycle() -> None
 
 
 # --- locks ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ALL_HOLDS, ids=str)
+@pytest.mark.parametrize("way", ["acquire", "async with"])
+async def test_a_wait_inside_an_outer_one_is_stacked_and_unstacked(
+    kind: LockKind, way: str
+) -> None:
+    # The contended paths register and remove their wait inline; a wait already
+    # registered for the task (a lock built on a lock) stays under it, as with
+    # add_wait() and leave_wait().
+    lock = kind.make("inner")
+    held, done = anyio.Event(), anyio.Event()
+    # A reader waits only for a writer.
+    take = (
+        BY_NAME["RWLock-write"].acquire if kind.name == "RWLock-read" else kind.acquire
+    )
+    outers: list[_Wait] = []
+
+    async def holder() -> None:
+        release = await take(lock)
+        held.set()
+        await done.wait()
+        release()
+
+    async def waiter() -> None:
+        me = current_task()
+        outer = add_wait(_Wait(me, AsyncMutex("outer"), None, None, False, True, None))
+        outers.append(outer)
+        try:
+            if way == "acquire":
+                release = await kind.acquire(lock)
+                release()
+            else:
+                async with kind.hold(lock):
+                    pass
+            assert registry.waiting[id(me)] is outer
+        finally:
+            leave_wait(outer)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(holder)
+        await held.wait()
+        tg.start_soon(waiter)
+        await wait_all_tasks_blocked()
+        (inner,) = registry.waiting.values()
+        assert inner is not outers[0]
+        assert inner.prev is outers[0]
+        done.set()
+
 
 Hold = Callable[[Any], AbstractAsyncContextManager[Any]]
 
