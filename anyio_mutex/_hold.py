@@ -75,6 +75,7 @@ async def deadline_fired(
     owner: str | None,
     *,
     try_once: bool = False,
+    waiting_for: str | None = None,
 ) -> MutexTimeoutError:
     """Return the error for an acquisition whose own ``timeout_ms`` ran out.
 
@@ -92,7 +93,13 @@ async def deadline_fired(
         await anyio.lowlevel.checkpoint()
     else:
         await anyio.lowlevel.checkpoint_if_cancelled()
-    return MutexTimeoutError(waited_ms, timeout_ms=timeout_ms, label=label, owner=owner)
+    return MutexTimeoutError(
+        waited_ms,
+        timeout_ms=timeout_ms,
+        label=label,
+        owner=owner,
+        waiting_for=waiting_for,
+    )
 
 
 _LOOP: Final[anyio.lowlevel.RunVar[object]] = anyio.lowlevel.RunVar(

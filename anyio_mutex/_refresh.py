@@ -363,11 +363,16 @@ class RefreshCache(Generic[K, V]):
         # arguments, _start_fetch below): no bound method per miss either.
         if timeout_ms is _UNSET:
             timeout_ms = self._timeout_ms
+        if ttl_s is _UNSET:
+            ttl_s = self._ttl_s
+        elif type(ttl_s) is not float and ttl_s is not None:
+            # Checked by the caller; as a float (10**400 seconds: never expires).
+            ttl_s = _check_ttl(ttl_s)
         self._misses += 1
         return self._flight._do(
             key,
             _start_fetch,
-            (self, key, fetcher, self._ttl_s if ttl_s is _UNSET else ttl_s),
+            (self, key, fetcher, ttl_s),
             timeout_ms,
             label,
             "fetch of",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
@@ -497,9 +496,8 @@ class Semaphore:
     ) -> None:
         # acquire() for ``async with``: the permit's token goes on this task's stack
         # instead of into a releaser. Arguments were checked by hold().
-        timeout_s = None if timeout_ms is None else timeout_ms / 1000
-        if timeout_s == math.inf:
-            timeout_s = None
+        # The checked value: an int too large for a float (10**400) waits forever.
+        timeout_s = None if timeout_ms is None else check_timeout_ms(timeout_ms)
         if label is None:
             label = self._label
         checkpointed = False

@@ -7,13 +7,11 @@ import math
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from types import CoroutineType, TracebackType
-from typing import Any, Generic, NoReturn, TypeVar, cast, final
+from typing import Any, Generic, NoReturn, TypeVar, final
 
 import anyio
-import anyio.lowlevel
 
-from ._errors import MutexTimeoutError
-from ._hold import current_task, task_name
+from ._hold import current_task, deadline_fired, task_name
 from ._validation import check_callable, check_label, check_timeout_ms
 from ._waitgraph import Holder, LockView, enter_wait, leave_wait, track
 from ._waitgraph import registry as _waitgraph
@@ -221,11 +219,13 @@ class SingleFlight(Generic[K, T]):
             call = self._calls.get(key)
             if call is None:
                 return await self._lead(key, fn, args, label, takeover)
-            unbounded = timeout_ms is None or timeout_ms == math.inf
-            if not unbounded and (start is None or deadline is None):
+            # None for math.inf and for an int too large for a float (10**400).
+            timeout_s = None if timeout_ms is None else check_timeout_ms(timeout_ms)
+            unbounded = timeout_s is None
+            if timeout_s is not None and (start is None or deadline is None):
                 # A takeover keeps the first deadline.
                 start = anyio.current_time()
-                deadline = start + cast(float, timeout_ms) / 1000
+                deadline = start + timeout_s
             wait = None
             if _waitgraph.detect:
                 if call.waits_for is None:
@@ -356,18 +356,17 @@ class SingleFlight(Generic[K, T]):
                 if call.done.is_set() or not scope.cancelled_caught:
                     return
             break
-        waited = anyio.current_time() - start
-        # If an enclosing scope was cancelled too, its cancellation wins.
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        self._timeouts += 1
         owner = call.label if call.label is not None else f"{self._label}:{key}"
-        raise MutexTimeoutError(
-            waited * 1000,
-            timeout_ms=timeout_ms,
-            label=self._label,
-            owner=owner,
+        # If an enclosing scope was cancelled too, its cancellation wins.
+        error = await deadline_fired(
+            start,
+            timeout_ms,
+            self._label,
+            owner,
             waiting_for=f"the {what} key {key!r}",
         )
+        self._timeouts += 1
+        raise error
 
     def forget(self, key: K) -> None:
         """Let the next call of ``key`` run ``fn`` anew instead of joining the running one.

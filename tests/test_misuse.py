@@ -210,6 +210,28 @@ async def test_huge_and_negative_zero_timeouts(kind: LockKind) -> None:
     assert not kind.locked(lock)
 
 
+@pytest.mark.parametrize("kind", KINDS, ids=str)
+async def test_huge_timeout_in_async_with_waits_forever(kind: LockKind) -> None:
+    # Regression: Semaphore.hold(timeout_ms=10**400) raised OverflowError when it
+    # had to wait (acquire() did not).
+    lock = kind.make()
+    release = await kind.acquire(lock, label="holder")
+    entered = anyio.Event()
+
+    async def patient() -> None:
+        async with kind.hold(lock, timeout_ms=10**400):
+            entered.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(patient)
+            await wait_all_tasks_blocked()
+            assert not entered.is_set()
+            release()
+    assert entered.is_set()
+    assert not kind.locked(lock)
+
+
 async def test_rwlock_upgrade_and_downgrade_say_what_they_are() -> None:
     rw = RWLock("config")
     release = await rw.acquire_read(label="reader")

@@ -813,3 +813,45 @@ def test_is_weak_referenceable() -> None:
     del cache
     gc.collect()
     assert ref() is None
+
+
+async def test_durations_too_large_for_a_float_mean_forever() -> None:
+    # Regression: each was accepted as "forever" by the checks, then raised
+    # OverflowError later: a per-call ttl_s when the value was stored (shared with
+    # every waiter, nothing cached), a timeout_ms in a caller that had to wait.
+    clock = ManualClock()
+    cache: RefreshCache[str, str] = RefreshCache(clock=clock, timeout_ms=10**400)
+    fetch = Fetcher()
+    assert await cache.get_or_refresh("k", fetch, ttl_s=10**400) == "v1"
+    clock.now += 1e300
+    assert await cache.get_or_refresh("k", fetch) == "v1"  # never expires
+    key = ("test_refresh", "huge ttl")
+    try:
+        assert await get_or_refresh(key, fetch, ttl_s=10**400) == "v2"
+        assert await get_or_refresh(key, fetch) == "v2"
+    finally:
+        default_cache().invalidate(key)
+
+    @cached(timeout_ms=10**400)
+    async def slow(n: int) -> int:
+        await gate.wait()
+        return n
+
+    gate = anyio.Event()
+    got: list[object] = []
+
+    async def follow(fn: Callable[[], Awaitable[object]]) -> None:
+        got.append(await fn())
+
+    slow_fetch = Fetcher(gate)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cache.get_or_refresh, "slow", slow_fetch)
+        tg.start_soon(slow, 7)
+        await wait_all_tasks_blocked()
+        tg.start_soon(follow, functools.partial(cache.get_or_refresh, "slow", fetch))
+        tg.start_soon(follow, functools.partial(slow, 7))
+        await wait_all_tasks_blocked()
+        assert got == []
+        gate.set()
+    assert sorted(map(str, got)) == ["7", "v1"]
+    assert_no_fetch_state(cache)

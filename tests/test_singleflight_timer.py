@@ -360,3 +360,37 @@ async def test_random_waiters_timeouts_and_cancellations_stay_exact(
     assert counts["timed out"] > 0
     assert counts["holders cancelled"] > 0
     assert len(flight) == 0
+
+
+async def test_waited_ms_is_never_below_the_timeout(anyio_backend: Any) -> None:
+    # The deadline passed, so the wait lasted timeout_ms at least; on trio's exact
+    # MockClock, start + 10.1 ms - start came out as 10.099999999999998 ms.
+    f = Flight()
+    odd = (0.3, 0.7, 1.1, 2.9, 3.3, 7.7, 10.1, 13.7, 33.3, 70.7)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(f.flight.do, "k", f.work)
+        await wait_all_tasks_blocked()
+        for timeout_ms in odd:
+            with pytest.raises(MutexTimeoutError) as info:
+                await f.flight.do("k", f.work, timeout_ms=timeout_ms)
+            assert info.value.waited_ms >= timeout_ms
+            assert info.value.waiting_for == "the call for key 'k'"
+        f.gate.set()
+    assert f.flight.statistics().timeouts == len(odd)
+
+
+async def test_a_timeout_too_large_for_a_float_waits_forever(
+    anyio_backend: Any,
+) -> None:
+    # Regression: 10**400 (valid: "forever") raised OverflowError in a waiter.
+    f = Flight()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(f.flight.do, "k", f.work)
+        await wait_all_tasks_blocked()
+        tg.start_soon(f.wait, "huge", 10**400)
+        await wait_all_tasks_blocked()
+        if virtual(anyio_backend):
+            await anyio.sleep(10**6)  # a million virtual seconds: still waiting
+        assert f.results == {}
+        f.gate.set()
+    assert f.results == {"huge": "value"}
