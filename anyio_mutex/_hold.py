@@ -204,6 +204,20 @@ def current_task() -> Any:
     return trio_task()
 
 
+def loop_token(task: Any) -> object:
+    """Return the event loop ``task`` runs in, as anyio's native token for it.
+
+    That is the task's asyncio loop, or the ``TrioToken`` of its trio run (call it
+    from the running task). It is asked of the task rather than of a backend: in a
+    trio guest run on an asyncio loop both backends answer, and the guest's tasks
+    belong to the guest.
+    """
+    trio = sys.modules.get("trio")
+    if trio is not None and type(task) is trio.lowlevel.Task:
+        return trio.lowlevel.current_trio_token()
+    return task.get_loop()
+
+
 def task_name(task: Any) -> str:
     """The name of a task returned by :func:`current_task`."""
     get_name = getattr(task, "get_name", None)  # asyncio.Task

@@ -23,7 +23,7 @@ from ._errors import (
     MutexReentryError,
     MutexReleaseError,
 )
-from ._hold import Backend, Hold, current_task, deadline_fired, running_loop
+from ._hold import Hold, current_task, deadline_fired, loop_token
 from ._validation import check_label, check_timeout_ms
 from ._waitgraph import (
     Holder,
@@ -98,7 +98,6 @@ class RWLock:
 
     __slots__ = (
         "__weakref__",
-        "_backend",
         "_gen",
         "_label",
         "_loop",
@@ -121,9 +120,8 @@ class RWLock:
         self._writer_gen = 0
         self._queue: deque[_Waiter] = deque()
         self._gen = 0  # numbers acquisitions, so a stale releaser is told apart
-        # The event loop the holders were granted in, and its backend.
+        # The event loop the holders were granted in (see _hold.loop_token()).
         self._loop: object = None
-        self._backend: Backend | None = None
         self._read_acquisitions = self._write_acquisitions = self._timeouts = 0
         track(self)
 
@@ -229,23 +227,12 @@ class RWLock:
                 self._label, self._owner(), reason=NO_EVENT_LOOP
             ) from None
 
-    def _here(self) -> object:
-        # The running event loop's token: one cheap call to the backend last seen
-        # (it raises under another backend, and then the backend is looked up).
-        backend = self._backend
-        if backend is not None:
-            try:
-                return backend.current_token()
-            except RuntimeError:
-                pass
-        self._backend, loop = running_loop()
-        return loop
-
-    def _check_loop(self) -> None:
-        # Before queueing (or trying once): the holders were granted in self._loop,
-        # recorded whenever the lock goes from free to held. In another event loop
-        # nobody would ever wake us.
-        here = self._here()
+    def _check_loop(self, task: object) -> None:
+        # Before joining the readers, queueing or trying once: the holders were
+        # granted in self._loop, recorded whenever the lock goes from free to held.
+        # Held in another event loop, it would hand over across loops (a reader
+        # joining) or never wake us (a waiter).
+        here = loop_token(task)
         if here is not self._loop:
             if self._readers or self._writer is not None:
                 raise MutexLoopError(self._label, self._owner(), reason=OTHER_LOOP)
@@ -278,8 +265,9 @@ class RWLock:
         free = not self._queue and self._writer is None
         if free and (kind is _READ or not self._readers):
             await anyio.lowlevel.checkpoint_if_cancelled()
-            if not self._readers:  # free to held: note the event loop it is held in
-                self._loop = self._here()
+            # Free to held: note the event loop it is held in; or joining readers,
+            # which must be in that loop.
+            self._check_loop(task)
             self._gen += 1
             if kind is _READ:
                 self._readers[task_id] = (label, self._gen)
@@ -296,7 +284,7 @@ class RWLock:
                 self._give_back(kind, task_id)
                 raise
         else:
-            self._check_loop()
+            self._check_loop(task)
             if timeout_s == 0:
                 # "Try once": never queue; still a checkpoint, so a retry loop yields.
                 error = await deadline_fired(

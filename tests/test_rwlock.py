@@ -8,11 +8,18 @@ from __future__ import annotations
 import random
 
 import anyio
+import anyio.to_thread
 import pytest
 from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
-from anyio_mutex import MutexReentryError, MutexReleaseError, MutexTimeoutError, RWLock
+from anyio_mutex import (
+    MutexLoopError,
+    MutexReentryError,
+    MutexReleaseError,
+    MutexTimeoutError,
+    RWLock,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -372,3 +379,35 @@ async def test_randomized_readers_and_writers_keep_every_invariant() -> None:
     assert rw._queue == type(rw._queue)()
     assert stats.read_acquisitions > 0
     assert stats.write_acquisitions > 0
+
+
+@pytest.mark.parametrize("other", ["asyncio", "trio"])
+@pytest.mark.parametrize("held", ["read", "write"])
+async def test_held_in_another_event_loop_raises_for_readers_too(
+    held: str, other: str
+) -> None:
+    # Regression: a reader in another event loop (another thread) joined the readers
+    # without a word, and its release then set this loop's waiting writer's event
+    # from its own thread: the writer stayed asleep until something else woke us.
+    rw = RWLock("cfg")
+    acquire = rw.acquire_read if held == "read" else rw.acquire_write
+    release = await acquire(label="here")
+    errors: list[str] = []
+
+    def in_other_loop() -> None:
+        async def attempt() -> None:
+            for other_acquire in (rw.acquire_read, rw.acquire_write):
+                with pytest.raises(MutexLoopError) as info:
+                    await other_acquire(label="there")
+                errors.append(str(info.value))
+
+        anyio.run(attempt, backend=other)
+
+    await anyio.to_thread.run_sync(in_other_loop)
+    assert len(errors) == 2
+    assert all("another event loop" in error for error in errors)
+    assert (rw.readers, rw.writer) == (
+        (["here"], None) if held == "read" else ([], "here")
+    )
+    release()
+    assert not rw.locked()
