@@ -10,7 +10,7 @@ from typing import Generic, Literal, TypeVar, final
 
 from ._hold import Hold
 from ._mutex import AsyncMutex
-from ._validation import check_bool, check_label, check_timeout_ms
+from ._validation import check_bool, check_hashable, check_label, check_timeout_ms
 from ._waitgraph import LockView, track
 
 K = TypeVar("K", bound=Hashable)
@@ -141,7 +141,7 @@ class KeyedMutex(Generic[K]):
         """
         check_timeout_ms(timeout_ms)
         check_label(label)
-        hash(key)  # an unhashable key fails here, before anything changes
+        check_hashable(key)  # before anything changes
         entry = self._entry(key)
         entry.refs += 1
         try:
@@ -172,7 +172,7 @@ class KeyedMutex(Generic[K]):
         """
         check_timeout_ms(timeout_ms)
         check_label(label)
-        hash(key)
+        check_hashable(key)
         return Hold(
             functools.partial(self.acquire, key, timeout_ms=timeout_ms, label=label)
         )

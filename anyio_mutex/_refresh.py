@@ -27,7 +27,13 @@ from typing import (
 import anyio.lowlevel
 
 from ._singleflight import SingleFlight, check_awaitable
-from ._validation import check_callable, check_label, check_seconds, check_timeout_ms
+from ._validation import (
+    check_callable,
+    check_hashable,
+    check_label,
+    check_seconds,
+    check_timeout_ms,
+)
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -284,6 +290,9 @@ class RefreshCache(Generic[K, V]):
                 entry = self._data[key]
             except KeyError:
                 pass  # a miss; fetched outside the except block (no implicit context)
+            except TypeError:
+                check_hashable(key)  # names the key, if hashing it is what failed
+                raise
             else:
                 clock = self._clock
                 if clock() < entry.expires:
@@ -328,7 +337,11 @@ class RefreshCache(Generic[K, V]):
 
     def _hit(self, key: K) -> Any:
         """Return the fresh value of ``key`` and count a hit, or return ``_MISS``."""
-        entry = self._data.get(key)
+        try:
+            entry = self._data.get(key)
+        except TypeError:
+            check_hashable(key)  # names the key, if hashing it is what failed
+            raise
         if entry is not None:
             now = self._clock()
             if now < entry.expires and not (
@@ -537,6 +550,9 @@ async def get_or_refresh(
         entry = cache._data[key]
     except KeyError:
         pass  # a miss; fetched outside the except block (no implicit context)
+    except TypeError:
+        check_hashable(key)  # names the key, if hashing it is what failed
+        raise
     else:
         clock = cache._clock
         if clock() < entry.expires:
@@ -763,6 +779,9 @@ class CachedFunction(Generic[P, V]):
             entry = self._data[key]
         except KeyError:
             pass  # a miss; fetched outside the except block (no implicit context)
+        except TypeError:
+            self._check_hashable(key, args, kwargs)
+            raise
         else:
             clock = self._clock
             if clock() < entry.expires:
@@ -780,14 +799,33 @@ class CachedFunction(Generic[P, V]):
         else:  # bound: _key() inlined, this is every call of a cached method
             base = self._base
             key = (token, base._method_keys.key(*args, **kwargs))  # type: ignore[union-attr]  # pyright: ignore[reportOptionalMemberAccess]
-            args = (self._instance, *args)
         if base._checkpoint:
             await anyio.lowlevel.checkpoint()
-        value = base._hit(key)
+        try:
+            value = base._hit(key)
+        except TypeError:
+            base._check_hashable(key, args, kwargs)
+            raise
         if value is not _MISS:
             return value  # type: ignore[no-any-return]
+        if token is not None:
+            args = (self._instance, *args)
         fetch = functools.partial(base._fn, *args, **kwargs)
         return await base._cache._miss(key, fetch, _UNSET, _UNSET, None)
+
+    def _check_hashable(
+        self, key: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        # After a lookup raised TypeError: name the call if its key cannot be hashed.
+        try:
+            hash(key)
+        except TypeError as exc:
+            given = ", ".join(
+                [*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())]
+            )
+            raise TypeError(
+                f"the arguments of @cached {self._name} must be hashable, got ({given})"
+            ) from exc
 
     def _key(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -12,7 +12,12 @@ from typing import Any, Generic, NoReturn, TypeVar, final
 import anyio
 
 from ._hold import current_task, deadline_fired, task_name
-from ._validation import check_callable, check_label, check_timeout_ms
+from ._validation import (
+    check_callable,
+    check_hashable,
+    check_label,
+    check_timeout_ms,
+)
 from ._waitgraph import Holder, LockView, enter_wait, leave_wait, track
 from ._waitgraph import registry as _waitgraph
 
@@ -200,6 +205,7 @@ class SingleFlight(Generic[K, T]):
         check_timeout_ms(timeout_ms)
         if label is not None:
             check_label(label)
+        check_hashable(key)
         return await self._do(key, fn, args, timeout_ms, label, "call for")
 
     async def _do(

@@ -42,6 +42,19 @@ def check_label(label: object, name: str = "label", *, optional: bool = True) ->
     raise TypeError(f"{name} must be {allowed}, got {label!r}")
 
 
+def check_hashable(value: object, name: str = "key") -> None:
+    """Raise ``TypeError`` naming ``value`` unless it can be hashed (a dict key).
+
+    Callers on a hot path call it only once a dict lookup has raised ``TypeError``:
+    if hashing works, the error came from elsewhere (a key's ``__eq__``) and the
+    caller re-raises it.
+    """
+    try:
+        hash(value)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be hashable, got {value!r}") from exc
+
+
 def check_bool(value: object, name: str) -> None:
     """Raise ``TypeError`` unless ``value`` is ``True`` or ``False``."""
     if type(value) is not bool:

@@ -19,7 +19,11 @@ from anyio_mutex import (
     MutexReentryError,
     MutexReleaseError,
     MutexTimeoutError,
+    RefreshCache,
     RWLock,
+    SingleFlight,
+    cached,
+    get_or_refresh,
 )
 
 from ._locks import KINDS, TASK_OWNED, LockKind
@@ -272,3 +276,65 @@ async def test_hold_is_typed_as_a_public_context_manager(anyio_backend: Any) -> 
     rw = RWLock()
     for cm in (m.hold(), AsyncMutex().hold(), keyed.hold("k"), rw.read(), rw.write()):
         assert isinstance(cm, AbstractAsyncContextManager)
+
+
+async def _answer() -> int:
+    return 42
+
+
+class _Repo:
+    @cached
+    async def get(self, item: object) -> object:
+        return item
+
+
+@cached
+async def _load(item: object, scale: int = 1) -> object:
+    return item
+
+
+def _unhashable_calls() -> dict[str, Any]:
+    """Each public way to pass a key, as an async function of the key."""
+    keyed: KeyedMutex[Any] = KeyedMutex()
+    flight: SingleFlight[Any, int] = SingleFlight()
+    plain: RefreshCache[Any, int] = RefreshCache()
+    checked: RefreshCache[Any, int] = RefreshCache(checkpoint_on_hit=True)
+
+    async def hold(key: Any) -> None:
+        async with keyed.hold(key):
+            pass
+
+    return {
+        "KeyedMutex.hold": hold,
+        "KeyedMutex.acquire": keyed.acquire,
+        "SingleFlight.do": lambda key: flight.do(key, _answer),
+        "RefreshCache.get_or_refresh": lambda key: plain.get_or_refresh(key, _answer),
+        "checkpoint_on_hit": lambda key: checked.get_or_refresh(key, _answer),
+        "get_or_refresh": lambda key: get_or_refresh(key, _answer),
+    }
+
+
+@pytest.mark.parametrize("call", list(_unhashable_calls()))
+async def test_an_unhashable_key_is_named(call: str) -> None:
+    # The bare "unhashable type: 'list'" named neither the parameter nor the value.
+    pattern = r"^key must be hashable, got \['not', 'hashable'\]$"
+    with pytest.raises(TypeError, match=pattern):
+        await _unhashable_calls()[call](["not", "hashable"])
+
+
+@pytest.mark.parametrize(
+    ("call", "given"),
+    [
+        (lambda: _load([1]), r"\(\[1\]\)"),
+        (lambda: _load(item=[1]), r"\(item=\[1\]\)"),
+        (lambda: _load([1], 2), r"\(\[1\], 2\)"),
+        (lambda: _Repo().get({"a": 1}), r"\(\{'a': 1\}\)"),
+    ],
+)
+async def test_cached_names_unhashable_arguments(call: Any, given: str) -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"^the arguments of @cached \S+ must be hashable, got " + given + "$",
+    ):
+        await call()
+    assert _load.cache.statistics().misses == 0
