@@ -824,7 +824,8 @@ class CachedFunction(Generic[P, V]):
                 [*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())]
             )
             raise TypeError(
-                f"the arguments of @cached {self._name} must be hashable, got ({given})"
+                f"the arguments of @cached {self._name} must be hashable, got "
+                f"({given}): {exc}"
             ) from exc
 
     def _key(

@@ -52,7 +52,7 @@ def check_hashable(value: object, name: str = "key") -> None:
     try:
         hash(value)
     except TypeError as exc:
-        raise TypeError(f"{name} must be hashable, got {value!r}") from exc
+        raise TypeError(f"{name} must be hashable, got {value!r}: {exc}") from exc
 
 
 def check_bool(value: object, name: str) -> None:
