@@ -556,12 +556,17 @@ class Semaphore:
 
         :raises TypeError: if set to a non-integer (or a bool)
         :raises ValueError: if set to less than 1
+        :raises MutexLoopError: if raising it would wake a waiter, from a thread with
+            no event loop (a worker thread); the limit is left unchanged
         """
         return self._limit
 
     @limit.setter
     def limit(self, limit: int) -> None:
-        self._limit = _check_limit(limit)
+        limit = _check_limit(limit)
+        if self._queue and len(self._holders) < limit:
+            self._check_event_loop()  # waking a waiter needs its loop, as release()
+        self._limit = limit
         self._grant()
 
     @property

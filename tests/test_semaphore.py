@@ -1071,3 +1071,36 @@ async def test_a_worker_thread_may_release_unless_that_must_wake_a_waiter() -> N
         release()
     assert got.is_set()
     assert sem.available == 1
+
+
+async def test_a_worker_thread_may_set_the_limit_unless_that_must_wake_a_waiter() -> (
+    None
+):
+    # Regression: raising the limit from a worker thread handed the permit over
+    # (the waiter dequeued, granted and listed as a holder) and then failed to set
+    # its event, so the waiter never woke. Now it raises first and changes nothing.
+    sem = Semaphore(1, label="jobs")
+    release = await sem.acquire(label="holder")
+    got = anyio.Event()
+
+    def set_limit(limit: int) -> None:
+        sem.limit = limit
+
+    async def waiter() -> None:
+        async with sem.hold(label="waiter"):
+            got.set()
+
+    async with anyio.create_task_group() as tg:  # no fail_after: see the test above
+        tg.start_soon(waiter)
+        await wait_all_tasks_blocked()
+        with pytest.raises(
+            MutexLoopError, match="no event loop is running in this thread"
+        ):
+            await anyio.to_thread.run_sync(set_limit, 2)
+        assert (sem.limit, sem.holders()) == (1, ["holder"])
+        assert sem.statistics().tasks_waiting == 1
+        await anyio.to_thread.run_sync(set_limit, 1)  # wakes nobody: works anywhere
+        sem.limit = 2  # in the event loop: the waiter gets the new permit
+        await got.wait()
+        release()
+    assert sem.available == 2
