@@ -132,14 +132,19 @@ class LockOrderChecker:
         task_id = id(current_task())
         self._held.setdefault(task_id, []).append((node, label, time.monotonic()))
 
-    def released(self, node: Any, owner: str | None) -> None:
-        """Note a release of ``node``; warn if it was held longer than the threshold."""
+    def released(self, node: Any, label: str, owner: str | None) -> None:
+        """Note a release of the lock ``label`` (``node`` to the checker); warn if it
+        was held longer than the threshold.
+
+        The label tells apart the keys of a ``KeyedMutex(lock_order="instance")``,
+        which share one node.
+        """
         task_id = id(current_task())
         held = self._held.get(task_id)
         if not held:
             return
         for i in range(len(held) - 1, -1, -1):
-            if held[i][0] == node:
+            if held[i][0] == node and held[i][1] == label:
                 _, label, since = held.pop(i)
                 break
         else:

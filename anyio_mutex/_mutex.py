@@ -620,7 +620,7 @@ class _MutexBase(anyio.Lock):
         if label is not None:
             check_label(label)
         checker = _diagnostics.checker
-        if checker is not None:
+        if checker is not None and timeout_s != 0:  # a try-once adds no order edge
             checker.before_acquire(self._order_node, self._label)
         # _take_free, inlined: a coroutine frame costs ~10% of an uncontended acquire.
         try:
@@ -646,7 +646,7 @@ class _MutexBase(anyio.Lock):
                         self._hand_on()
                         raise
                 self._acquisitions += 1
-        if checker is not None:
+        if checker is not None and checker is _diagnostics.checker:  # still enabled
             checker.acquired(self._order_node, self._label)
 
     def acquire_nowait(self, *, label: str | None = None) -> None:
@@ -703,7 +703,7 @@ class _MutexBase(anyio.Lock):
                 self._drop_timer()
         checker = _diagnostics.checker
         if checker is not None:
-            checker.released(self._order_node, label)
+            checker.released(self._order_node, self._label, label)
 
     def _wg_holders(self, key: object) -> Sequence[Holder]:
         # For the deadlock walk, which reads only the task id and the label.
@@ -716,7 +716,7 @@ class _MutexBase(anyio.Lock):
         owner = self._owner
         if owner is None:
             return ()
-        since = held_since(id(owner), self._order_node)
+        since = held_since(id(owner), self._order_node, self._label)
         return (Holder(id(owner), task_name(owner), self._owner_label, since),)
 
     def _wg_label(self, key: object) -> str:
@@ -910,7 +910,7 @@ class AsyncMutex(_MutexBase):
         if label is not None:
             check_label(label)
         checker = _diagnostics.checker
-        if checker is not None:
+        if checker is not None and timeout_s != 0:  # a try-once adds no order edge
             checker.before_acquire(self._order_node, self._label)
         try:
             task = None if self._owner is not None else self._get_task()
@@ -935,7 +935,7 @@ class AsyncMutex(_MutexBase):
                         self._hand_on()
                         raise
                 self._acquisitions += 1
-        if checker is not None:
+        if checker is not None and checker is _diagnostics.checker:  # still enabled
             checker.acquired(self._order_node, self._label)
         return self._releaser()
 

@@ -149,12 +149,17 @@ class RWLock:
         holders: list[Holder] = []
         if self._writer is not None:
             writer = self._writer
-            since = held_since(writer, self) if timed else None
+            since = held_since(writer, self, self._label) if timed else None
             holders.append(Holder(writer, None, self._writer_label, since))
         if waiter is None or waiter.kind is _WRITE:
             readers = list(self._readers.items())
             holders += [
-                Holder(tid, None, label, held_since(tid, self) if timed else None)
+                Holder(
+                    tid,
+                    None,
+                    label,
+                    held_since(tid, self, self._label) if timed else None,
+                )
                 for tid, (label, _) in readers
             ]
         else:
@@ -260,7 +265,7 @@ class RWLock:
         if task_id in self._readers or task_id == self._writer:
             raise self._reentry(kind, task_id)
         checker = _diagnostics.checker
-        if checker is not None:
+        if checker is not None and timeout_s != 0:  # a try-once adds no order edge
             checker.before_acquire(self, self._label)
         free = not self._queue and self._writer is None
         if free and (kind is _READ or not self._readers):
@@ -302,7 +307,7 @@ class RWLock:
             else:
                 self._write_acquisitions += 1
         gen = self._readers[task_id][1] if kind is _READ else self._writer_gen
-        if checker is not None:
+        if checker is not None and checker is _diagnostics.checker:  # still enabled
             checker.acquired(self, self._label)
         return self._releaser(kind, task_id, gen)
 
@@ -401,7 +406,7 @@ class RWLock:
                 self._writer = self._writer_label = None
             checker = _diagnostics.checker
             if checker is not None:
-                checker.released(self, owner)
+                checker.released(self, self._label, owner)
             self._grant()
 
         return release

@@ -179,10 +179,11 @@ def track(source: Source) -> None:
     sources[ident] = weakref.ref(source, forget)
 
 
-def held_since(task_id: int, node: object) -> float | None:
-    """When ``task_id`` took the lock ``node``, if the lock-order checker recorded it."""
-    for held_node, _, since in registry.held.get(task_id, ()):
-        if held_node == node:
+def held_since(task_id: int, node: object, label: str) -> float | None:
+    """When ``task_id`` took the lock ``label`` (``node`` to the lock-order checker),
+    if the checker recorded it."""
+    for held_node, held_label, since in registry.held.get(task_id, ()):
+        if held_node == node and held_label == label:
             return since
     return None
 

@@ -59,7 +59,7 @@ def build_without_hooks() -> Any:
             continue
         if re.match(r"\s*checker = _diagnostics\.checker$", line):
             continue
-        if re.match(r"\s*if checker is not None:", line):
+        if re.match(r"\s*if checker is not None( and [^:]*)?:", line):
             skip_next = True
             continue
         kept.append(line)

@@ -23,6 +23,8 @@ from anyio_mutex import (
     disable_lock_order_checks,
     enable_lock_order_checks,
 )
+from anyio_mutex._hold import current_task
+from anyio_mutex._waitgraph import registry
 
 pytestmark = pytest.mark.anyio
 
@@ -308,3 +310,64 @@ def test_long_hold_ms_messages_name_milliseconds() -> None:
         enable_lock_order_checks(long_hold_ms="5")  # type: ignore[arg-type]
     enable_lock_order_checks(long_hold_ms=10**400)  # an int beyond any float: never
     enable_lock_order_checks(long_hold_ms=-0.0)
+
+
+async def test_a_try_once_neither_reports_nor_records_an_order() -> None:
+    # Regression: acquire(timeout_ms=0) never waits, as acquire_nowait() does not,
+    # but it was checked and recorded as an order: a false LockOrderError both ways.
+    enable_lock_order_checks()
+    a, b, rw = AsyncMutex("a"), AsyncMutex("b"), RWLock("rw")
+    await nested(a, b)  # a -> b
+    async with rw.write(), b:  # rw -> b
+        pass
+    async with b:
+        (await a.acquire(timeout_ms=0))()  # b -> a would invert a -> b
+        (await rw.acquire_write(timeout_ms=0))()
+        (await rw.acquire_read(timeout_ms=0))()
+    c, d = AsyncMutex("c"), AsyncMutex("d")
+    async with d:
+        (await c.acquire(timeout_ms=0))()  # no d -> c recorded ...
+    await nested(c, d)  # ... so c -> d is the first order, not an inversion
+
+
+async def test_disabling_while_a_task_waits_leaves_no_holder_behind() -> None:
+    # Regression: the waiter recorded its grant with the checker it started with,
+    # into the shared holder table, after the checks were off; nothing removed it,
+    # and it kept the lock alive.
+    enable_lock_order_checks()
+    m = AsyncMutex("m")
+    release = await m.acquire()
+
+    async def waiter() -> None:
+        (await m.acquire())()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        disable_lock_order_checks()
+        release()
+    assert registry.held == {}
+
+
+async def test_keys_sharing_one_order_node_are_released_by_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Regression: with lock_order="instance" every key is one node to the checker,
+    # and a release took the newest entry of that node, not the key's: the
+    # long-hold warning named the wrong key, and the other key lost its time.
+    enable_lock_order_checks(long_hold_ms=0)
+    keyed: KeyedMutex[int] = KeyedMutex("acct", lock_order="instance")
+    first = await keyed.acquire(1, label="old")
+    second = await keyed.acquire(2, label="new")
+    with caplog.at_level(logging.WARNING, logger="anyio_mutex"):
+        first()
+        assert [label for _, label, _ in registry.held[id(current_task())]] == [
+            "acct[2]"
+        ]
+        second()
+    messages = [record.getMessage() for record in caplog.records]
+    assert [m.split(" was held")[0] for m in messages] == [
+        "lock 'acct[1]'",
+        "lock 'acct[2]'",
+    ]
+    assert messages[0].split(" by ")[1].startswith("'old'")
