@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Final, NoReturn, final
 
 import anyio
@@ -26,6 +28,9 @@ from ._waitgraph import (
     track,
 )
 from ._waitgraph import registry as _waitgraph
+
+_getframe = sys._getframe
+_CO_ASYNC_GENERATOR: Final = inspect.CO_ASYNC_GENERATOR
 
 Release = Callable[[], None]
 
@@ -125,6 +130,7 @@ class Semaphore:
 
     __slots__ = (
         "__weakref__",
+        "_agen_permits",
         "_contended",
         "_entered",
         "_fast_acquire",
@@ -162,6 +168,11 @@ class Semaphore:
         self._entered: ContextVar[_Entered | None] = ContextVar(
             "anyio_mutex.Semaphore.entered", default=None
         )
+        # The permits of ``async with`` bodies in async generators, by frame: a
+        # generator the consumer abandons is closed by the event loop in another
+        # task and context (trio always, asyncio after a reference cycle), where
+        # the context's stack does not have its permit.
+        self._agen_permits: dict[FrameType, list[int]] = {}
         # Permits granted since construction; each grant's number is its token. A
         # waiter cancelled after its grant gives the permit back: that one is not an
         # acquisition.
@@ -492,10 +503,11 @@ class Semaphore:
         return _SemaphoreHold(self, timeout_ms, label)
 
     async def _enter(
-        self, timeout_ms: float | None = None, label: str | None = None
+        self, timeout_ms: float | None = None, label: str | None = None, depth: int = 1
     ) -> None:
         # acquire() for ``async with``: the permit's token goes on this task's stack
-        # instead of into a releaser. Arguments were checked by hold().
+        # instead of into a releaser (or, in an async generator, under its frame:
+        # ``depth`` frames up). Arguments were checked by hold().
         # The checked value: an int too large for a float (10**400) waits forever.
         timeout_s = None if timeout_ms is None else check_timeout_ms(timeout_ms)
         if label is None:
@@ -518,10 +530,24 @@ class Semaphore:
             )
         # Nothing awaits between the grant and this push, so no cancellation lands
         # between them.
+        frame = _getframe(depth)  # the frame of the ``async with`` statement
+        if frame.f_code.co_flags & _CO_ASYNC_GENERATOR:
+            self._agen_permits.setdefault(frame, []).append(token)
+            return
         entered = self._entered
         entered.set((token, entered.get()))
 
     def _exit(self) -> None:
+        if self._agen_permits:
+            frame = _getframe(2)  # _exit <- __aexit__ <- the ``async with``
+            tokens = self._agen_permits.get(frame)
+            if tokens is not None:
+                token = tokens.pop()
+                if not tokens:
+                    del self._agen_permits[frame]
+                self._owners.pop(token, None)
+                self._release(token)
+                return
         entered = self._entered
         top = entered.get()
         if top is None:
@@ -623,7 +649,7 @@ class _SemaphoreHold:
         self._label = label
 
     async def __aenter__(self) -> None:
-        await self._semaphore._enter(self._timeout_ms, self._label)
+        await self._semaphore._enter(self._timeout_ms, self._label, 2)
 
     async def __aexit__(
         self,

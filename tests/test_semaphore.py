@@ -10,12 +10,13 @@ which anyio's shield does not stop, is tested on the asyncio backends.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import pickle
 import random
 import sys
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -1103,4 +1104,52 @@ async def test_a_worker_thread_may_set_the_limit_unless_that_must_wake_a_waiter(
         sem.limit = 2  # in the event loop: the waiter gets the new permit
         await got.wait()
         release()
+    assert sem.available == 2
+
+
+@pytest.mark.parametrize("how", ["async with sem", "sem.hold()"])
+@pytest.mark.filterwarnings("ignore:Async generator .* was garbage collected")  # trio's
+async def test_an_abandoned_async_generator_gives_its_permit_back(how: str) -> None:
+    # Regression: a generator holding a permit across its yields that the consumer
+    # abandons is closed by the event loop in another task and context (trio
+    # always, asyncio after a reference cycle); its exit found no permit on that
+    # context's stack, raised MutexReleaseError there, and the permit was lost.
+    # anyio.Semaphore gets it back; so do we now.
+    sem = Semaphore(2, label="rows")
+    closed = anyio.Event()
+
+    async def rows() -> AsyncIterator[int]:
+        cm = sem if how == "async with sem" else sem.hold(label="rows")
+        try:
+            async with cm, cm:  # two permits under one frame: both come back
+                for i in range(10):
+                    yield i
+        finally:
+            closed.set()
+
+    async def consume() -> None:
+        agen = rows()
+        cycle: list[object] = [agen]
+        cycle.append(cycle)  # only the garbage collector can free it
+        async for row in agen:
+            if row == 1:
+                break  # abandoned: no aclose(), no aclosing()
+        assert sem.available == 0
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)  # its own task: its context is gone with it
+    gc.collect()
+    with anyio.fail_after(5):
+        await closed.wait()  # the event loop closed it in a task of its own
+        await wait_all_tasks_blocked()
+    assert sem.available == 2
+    assert sem.holders() == []
+    async with sem, sem:  # and it still works, here and in a generator
+        pass
+
+    async def finished() -> AsyncIterator[int]:
+        async with sem:
+            yield 1
+
+    assert [row async for row in finished()] == [1]
     assert sem.available == 2
