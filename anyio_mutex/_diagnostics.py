@@ -77,7 +77,7 @@ class LockOrderChecker:
         # node -> {node acquired while holding it: where that was first seen}
         self._edges: dict[Any, dict[Any, _Edge]] = {}
         self._labels: dict[Any, str] = {}
-        # task id -> [(node, label, acquired at)] of locks the task holds now: the
+        # task id -> [(node, label, acquired at, lock)] of locks the task holds now: the
         # holder table of the one wait-for registry, which snapshot() reads too. A
         # new checker starts from an empty table.
         registry.held.clear()
@@ -88,7 +88,7 @@ class LockOrderChecker:
         held = self._held.get(id(current_task()))
         if not held:
             return
-        for held_node, held_label, _ in held:
+        for held_node, held_label, _, _ in held:
             if held_node == node or node in self._edges.get(held_node, ()):
                 continue
             path = self._path(node, held_node)
@@ -127,25 +127,24 @@ class LockOrderChecker:
         _, level = _user_frame()
         warnings.warn(LockOrderWarning(str(error)), stacklevel=level)
 
-    def acquired(self, node: Any, label: str) -> None:
-        """Note that the current task now holds ``node``."""
+    def acquired(self, node: Any, label: str, lock: object) -> None:
+        """Note that the current task now holds ``lock`` (``node`` to the checker)."""
         task_id = id(current_task())
-        self._held.setdefault(task_id, []).append((node, label, time.monotonic()))
+        self._held.setdefault(task_id, []).append((node, label, time.monotonic(), lock))
 
-    def released(self, node: Any, label: str, owner: str | None) -> None:
-        """Note a release of the lock ``label`` (``node`` to the checker); warn if it
-        was held longer than the threshold.
+    def released(self, lock: object, owner: str | None) -> None:
+        """Note a release of ``lock``; warn if it was held longer than the threshold.
 
-        The label tells apart the keys of a ``KeyedMutex(lock_order="instance")``,
-        which share one node.
+        The lock itself, not its order node, finds the entry: the keys of a
+        ``KeyedMutex(lock_order="instance")`` share one node.
         """
         task_id = id(current_task())
         held = self._held.get(task_id)
         if not held:
             return
         for i in range(len(held) - 1, -1, -1):
-            if held[i][0] == node and held[i][1] == label:
-                _, label, since = held.pop(i)
+            if held[i][3] is lock:
+                _, label, since, _ = held.pop(i)
                 break
         else:
             return

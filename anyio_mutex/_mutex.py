@@ -647,7 +647,7 @@ class _MutexBase(anyio.Lock):
                         raise
                 self._acquisitions += 1
         if checker is not None and checker is _diagnostics.checker:  # still enabled
-            checker.acquired(self._order_node, self._label)
+            checker.acquired(self._order_node, self._label, self)
 
     def acquire_nowait(self, *, label: str | None = None) -> None:
         """Acquire the mutex if it is free, without waiting.
@@ -676,7 +676,7 @@ class _MutexBase(anyio.Lock):
         self._acquisitions += 1
         checker = _diagnostics.checker
         if checker is not None:  # a try-lock cannot wait, so it adds no order edge
-            checker.acquired(self._order_node, self._label)
+            checker.acquired(self._order_node, self._label, self)
 
     def release(self) -> None:
         """Release the mutex, handing it to the longest waiter if there is one.
@@ -703,7 +703,7 @@ class _MutexBase(anyio.Lock):
                 self._drop_timer()
         checker = _diagnostics.checker
         if checker is not None:
-            checker.released(self._order_node, self._label, label)
+            checker.released(self, label)
 
     def _wg_holders(self, key: object) -> Sequence[Holder]:
         # For the deadlock walk, which reads only the task id and the label.
@@ -716,7 +716,7 @@ class _MutexBase(anyio.Lock):
         owner = self._owner
         if owner is None:
             return ()
-        since = held_since(id(owner), self._order_node, self._label)
+        since = held_since(id(owner), self)
         return (Holder(id(owner), task_name(owner), self._owner_label, since),)
 
     def _wg_label(self, key: object) -> str:
@@ -936,7 +936,7 @@ class AsyncMutex(_MutexBase):
                         raise
                 self._acquisitions += 1
         if checker is not None and checker is _diagnostics.checker:  # still enabled
-            checker.acquired(self._order_node, self._label)
+            checker.acquired(self._order_node, self._label, self)
         return self._releaser()
 
     def acquire_nowait(  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]

@@ -149,7 +149,7 @@ class RWLock:
         holders: list[Holder] = []
         if self._writer is not None:
             writer = self._writer
-            since = held_since(writer, self, self._label) if timed else None
+            since = held_since(writer, self) if timed else None
             holders.append(Holder(writer, None, self._writer_label, since))
         if waiter is None or waiter.kind is _WRITE:
             readers = list(self._readers.items())
@@ -158,7 +158,7 @@ class RWLock:
                     tid,
                     None,
                     label,
-                    held_since(tid, self, self._label) if timed else None,
+                    held_since(tid, self) if timed else None,
                 )
                 for tid, (label, _) in readers
             ]
@@ -308,7 +308,7 @@ class RWLock:
                 self._write_acquisitions += 1
         gen = self._readers[task_id][1] if kind is _READ else self._writer_gen
         if checker is not None and checker is _diagnostics.checker:  # still enabled
-            checker.acquired(self, self._label)
+            checker.acquired(self, self._label, self)
         return self._releaser(kind, task_id, gen)
 
     async def _wait(
@@ -406,7 +406,7 @@ class RWLock:
                 self._writer = self._writer_label = None
             checker = _diagnostics.checker
             if checker is not None:
-                checker.released(self, self._label, owner)
+                checker.released(self, owner)
             self._grant()
 
         return release

@@ -160,8 +160,8 @@ class _Registry:
         # C call (a WeakSet iterates in Python, under a guard).
         self.sources: dict[int, weakref.ref[Any]] = {}
         self.waiting: dict[int, _Wait] = {}
-        # task id -> [(lock-order node, label, acquired at)]; the lock-order checker's.
-        self.held: dict[int, list[tuple[Any, str, float]]] = {}
+        # task id -> [(lock-order node, label, acquired at, lock)]; the checker's.
+        self.held: dict[int, list[tuple[Any, str, float, object]]] = {}
 
 
 registry: Final = _Registry()
@@ -179,11 +179,10 @@ def track(source: Source) -> None:
     sources[ident] = weakref.ref(source, forget)
 
 
-def held_since(task_id: int, node: object, label: str) -> float | None:
-    """When ``task_id`` took the lock ``label`` (``node`` to the lock-order checker),
-    if the checker recorded it."""
-    for held_node, held_label, since in registry.held.get(task_id, ()):
-        if held_node == node and held_label == label:
+def held_since(task_id: int, lock: object) -> float | None:
+    """When ``task_id`` took ``lock``, if the lock-order checker recorded it."""
+    for _, _, since, held in registry.held.get(task_id, ()):
+        if held is lock:
             return since
     return None
 

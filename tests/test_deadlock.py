@@ -814,7 +814,7 @@ async def test_lock_order_checker_shares_the_holder_table() -> None:
         async with m.hold(label="holder"), rw.read():
             assert len(registry.held) == 1
             (held,) = registry.held.values()
-            assert [label for _, label, _ in held] == ["timed-m", "timed-rw"]
+            assert [label for _, label, _, _ in held] == ["timed-m", "timed-rw"]
             locks = {lock.label: lock for lock in snapshot().locks}
             for label in ("timed-m", "timed-rw"):
                 (holder,) = locks[label].holders

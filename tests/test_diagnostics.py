@@ -361,7 +361,7 @@ async def test_keys_sharing_one_order_node_are_released_by_key(
     second = await keyed.acquire(2, label="new")
     with caplog.at_level(logging.WARNING, logger="anyio_mutex"):
         first()
-        assert [label for _, label, _ in registry.held[id(current_task())]] == [
+        assert [label for _, label, _, _ in registry.held[id(current_task())]] == [
             "acct[2]"
         ]
         second()
@@ -371,3 +371,25 @@ async def test_keys_sharing_one_order_node_are_released_by_key(
         "lock 'acct[2]'",
     ]
     assert messages[0].split(" by ")[1].startswith("'old'")
+
+
+async def test_keys_with_equal_reprs_are_released_by_their_own_lock() -> None:
+    # Two keys that print alike share one node and one label under
+    # lock_order="instance": only the key's own lock tells their entries apart.
+    class User:
+        def __repr__(self) -> str:
+            return "<User 1>"
+
+    enable_lock_order_checks()
+    keyed: KeyedMutex[User] = KeyedMutex("users", lock_order="instance")
+    first = await keyed.acquire(User(), label="owner-A")
+    await checkpoint()
+    second = await keyed.acquire(User(), label="owner-B")
+    (held,) = registry.held.values()
+    since_first, since_second = held[0][2], held[1][2]
+    assert since_first < since_second
+    first()
+    (held,) = registry.held.values()
+    assert [entry[2] for entry in held] == [since_second]  # the second's, kept
+    second()
+    assert registry.held == {}

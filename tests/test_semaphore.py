@@ -1153,3 +1153,49 @@ async def test_an_abandoned_async_generator_gives_its_permit_back(how: str) -> N
 
     assert [row async for row in finished()] == [1]
     assert sem.available == 2
+
+
+@pytest.mark.filterwarnings("ignore:Async generator .* was garbage collected")  # trio's
+async def test_the_consumer_that_abandoned_a_generator_waits_for_its_permit() -> None:
+    # The generator's permit comes back when the event loop closes it, so a wait
+    # for it is not a deadlock, even in the task that was driving the generator;
+    # and that task's own outer permit, under the generator's on its stack, still
+    # comes back at its own exit.
+    sem = Semaphore(2, label="rows")
+
+    async def rows() -> AsyncIterator[int]:
+        async with sem:
+            yield 1
+            yield 2
+
+    async with sem:  # the outer permit
+        async for _ in rows():
+            break  # abandoned while holding the second permit
+        assert sem.available == 0
+        with anyio.fail_after(5):
+            async with sem:  # waits until the loop has closed the generator
+                assert sem.available == 0
+    assert sem.available == 2
+    assert sem.holders() == []
+
+
+async def test_a_permit_entered_in_a_generator_may_be_left_from_another_frame() -> None:
+    # Entering by hand in the generator, leaving from an exit stack or a helper:
+    # the permit is found on the task's stack, and forgotten under the frame.
+    sem = Semaphore(2, label="rows")
+
+    async def leave(cm: Semaphore) -> None:
+        await cm.__aexit__(None, None, None)
+
+    async def rows() -> AsyncIterator[int]:
+        async with contextlib.AsyncExitStack() as stack:
+            await sem.__aenter__()
+            stack.push_async_exit(sem)
+            await sem.__aenter__()
+            yield sem.available
+            await leave(sem)
+        yield sem.available
+
+    assert [n async for n in rows()] == [0, 2]
+    assert sem.holders() == []
+    assert (sem._agen_permits, sem._agen_frames) == ({}, {})
