@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
-import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Final, NoReturn, final
 
 import anyio
@@ -28,9 +26,6 @@ from ._waitgraph import (
     track,
 )
 from ._waitgraph import registry as _waitgraph
-
-_getframe = sys._getframe
-_CO_ASYNC_GENERATOR: Final = inspect.CO_ASYNC_GENERATOR
 
 Release = Callable[[], None]
 
@@ -130,8 +125,6 @@ class Semaphore:
 
     __slots__ = (
         "__weakref__",
-        "_agen_frames",
-        "_agen_permits",
         "_contended",
         "_entered",
         "_fast_acquire",
@@ -169,12 +162,6 @@ class Semaphore:
         self._entered: ContextVar[_Entered | None] = ContextVar(
             "anyio_mutex.Semaphore.entered", default=None
         )
-        # The permits of ``async with`` statements in async generators, by frame
-        # (and the frame by token): a generator the consumer abandons is closed by
-        # the event loop in another task and context (trio always, asyncio after a
-        # reference cycle), where the context's stack does not have its permit.
-        self._agen_permits: dict[FrameType, list[int]] = {}
-        self._agen_frames: dict[int, FrameType] = {}
         # Permits granted since construction; each grant's number is its token. A
         # waiter cancelled after its grant gives the permit back: that one is not an
         # acquisition.
@@ -505,11 +492,10 @@ class Semaphore:
         return _SemaphoreHold(self, timeout_ms, label)
 
     async def _enter(
-        self, timeout_ms: float | None = None, label: str | None = None, depth: int = 1
+        self, timeout_ms: float | None = None, label: str | None = None
     ) -> None:
         # acquire() for ``async with``: the permit's token goes on this task's stack
-        # instead of into a releaser, and in an async generator under its frame too
-        # (``depth`` frames up). Arguments were checked by hold().
+        # instead of into a releaser. Arguments were checked by hold().
         # The checked value: an int too large for a float (10**400) waits forever.
         timeout_s = None if timeout_ms is None else check_timeout_ms(timeout_ms)
         if label is None:
@@ -534,32 +520,10 @@ class Semaphore:
         # between them.
         entered = self._entered
         entered.set((token, entered.get()))
-        frame = _getframe(depth)  # the frame of the ``async with`` statement
-        if frame.f_code.co_flags & _CO_ASYNC_GENERATOR:
-            # Whichever task ends up closing the generator gives the permit back, so
-            # it names no task to the deadlock walk (as a permit from acquire()).
-            self._owners.pop(token, None)
-            self._agen_permits.setdefault(frame, []).append(token)
-            self._agen_frames[token] = frame
 
     def _exit(self) -> None:
         entered = self._entered
-        if self._agen_permits:
-            frame = _getframe(2)  # _exit <- __aexit__ <- the ``async with``
-            tokens = self._agen_permits.get(frame)
-            if tokens is not None:
-                token = tokens.pop()
-                self._forget_agen_permit(token, frame, tokens)
-                top = entered.get()
-                if top is not None and top[0] == token:  # left where it was entered
-                    entered.set(top[1])
-                self._release(token)
-                return
         top = entered.get()
-        holders = self._holders
-        while top is not None and top[0] not in holders:
-            # Given back already by its generator's frame, closed in another context.
-            top = top[1]
         if top is None:
             raise MutexReleaseError(
                 self._label,
@@ -567,22 +531,8 @@ class Semaphore:
                 reason="this task did not enter it with 'async with'",
             )
         entered.set(top[1])
-        token = top[0]
-        self._owners.pop(token, None)
-        if self._agen_frames:
-            its_frame = self._agen_frames.get(token)
-            if its_frame is not None:  # entered in a generator, left from elsewhere
-                tokens = self._agen_permits[its_frame]
-                tokens.remove(token)
-                self._forget_agen_permit(token, its_frame, tokens)
-        self._release(token)
-
-    def _forget_agen_permit(
-        self, token: int, frame: FrameType, tokens: list[int]
-    ) -> None:
-        del self._agen_frames[token]
-        if not tokens:
-            del self._agen_permits[frame]
+        self._owners.pop(top[0], None)
+        self._release(top[0])
 
     #: ``async with sem:`` is _enter() with no timeout and the default label.
     __aenter__ = _enter
@@ -673,7 +623,7 @@ class _SemaphoreHold:
         self._label = label
 
     async def __aenter__(self) -> None:
-        await self._semaphore._enter(self._timeout_ms, self._label, 2)
+        await self._semaphore._enter(self._timeout_ms, self._label)
 
     async def __aexit__(
         self,
