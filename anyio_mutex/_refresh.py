@@ -33,6 +33,7 @@ from ._validation import (
     check_label,
     check_seconds,
     check_timeout_ms,
+    short_repr,
 )
 
 K = TypeVar("K", bound=Hashable)
@@ -821,7 +822,10 @@ class CachedFunction(Generic[P, V]):
             hash(key)
         except TypeError as exc:
             given = ", ".join(
-                [*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())]
+                [
+                    *map(short_repr, args),
+                    *(f"{k}={short_repr(v)}" for k, v in kwargs.items()),
+                ]
             )
             raise TypeError(
                 f"the arguments of @cached {self._name} must be hashable, got "

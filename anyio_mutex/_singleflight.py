@@ -205,7 +205,6 @@ class SingleFlight(Generic[K, T]):
         check_timeout_ms(timeout_ms)
         if label is not None:
             check_label(label)
-        check_hashable(key)
         return await self._do(key, fn, args, timeout_ms, label, "call for")
 
     async def _do(
@@ -222,7 +221,11 @@ class SingleFlight(Generic[K, T]):
         deadline: float | None = None
         takeover = False
         while True:
-            call = self._calls.get(key)
+            try:
+                call = self._calls.get(key)
+            except TypeError:
+                check_hashable(key)  # names the key, if hashing it is what failed
+                raise
             if call is None:
                 return await self._lead(key, fn, args, label, takeover)
             # None for math.inf and for an int too large for a float (10**400).

@@ -52,7 +52,19 @@ def check_hashable(value: object, name: str = "key") -> None:
     try:
         hash(value)
     except TypeError as exc:
-        raise TypeError(f"{name} must be hashable, got {value!r}: {exc}") from exc
+        raise TypeError(
+            f"{name} must be hashable, got {short_repr(value)}: {exc}"
+        ) from exc
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)`` for an error message: abbreviated, and never raising."""
+    import reprlib  # only on this error path
+
+    try:
+        return reprlib.repr(value)
+    except Exception:  # a __repr__ that fails must not replace the error we report
+        return f"<{type(value).__qualname__} object>"
 
 
 def check_bool(value: object, name: str) -> None:

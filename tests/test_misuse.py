@@ -340,3 +340,18 @@ async def test_cached_names_unhashable_arguments(call: Any, given: str) -> None:
     ):
         await call()
     assert _load.cache.statistics().misses == 0
+
+
+async def test_an_unhashable_key_is_shown_short_and_safely() -> None:
+    # A big dict passed by mistake is not printed whole, and a key whose __repr__
+    # fails still gets the TypeError (not the __repr__'s error).
+    class Broken(list[int]):
+        def __repr__(self) -> str:
+            raise AttributeError("no repr")
+
+    flight: SingleFlight[Any, int] = SingleFlight()
+    with pytest.raises(TypeError) as info:
+        await flight.do({n: n for n in range(100_000)}, _answer)
+    assert len(str(info.value)) < 200
+    with pytest.raises(TypeError, match=r"got <[^>]*Broken[^>]*>: unhashable"):
+        await flight.do(Broken(), _answer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 import anyio
@@ -212,3 +213,29 @@ def test_key_to_str_rule() -> None:
     assert key_to_str("user:1") == "user:1"
     assert key_to_str(("user", 1)) == "('user', 1)"
     assert key_to_str(1) == "1"
+
+
+@pytest.mark.parametrize("ttl_s", [math.inf, 10**400, 1e300])
+async def test_a_ttl_beyond_any_expiry_is_stored_for_good(
+    server: RedisServer, ttl_s: float
+) -> None:
+    # Regression: int(ttl_s * 1000) overflowed (inf) or Redis refused the expiry
+    # (10**400, 1e300), after the fetch had run: the value was lost. Now the key is
+    # stored without an expiry, and the local copy never expires either.
+    async with connect(server) as a:
+        cache: RedisRefreshCache[int] = RedisRefreshCache(
+            a, prefix=unique("forever") + ":", ttl_s=ttl_s
+        )
+        calls = 0
+
+        async def fetch() -> int:
+            nonlocal calls
+            calls += 1
+            return 7
+
+        assert await cache.get_or_refresh("k", fetch) == 7
+        assert await cache.get_or_refresh("j", fetch, ttl_s) == 7
+        for key in ("k", "j"):
+            assert await a.pttl(cache._prefix + key) == -1  # no expiry
+        assert await cache.get_or_refresh("k", fetch) == 7
+        assert calls == 2

@@ -14,7 +14,13 @@ import anyio.abc
 
 from .. import CacheStatistics
 from .._refresh import _UNSET, RefreshCache, _Expiring
-from .._validation import check_callable, check_label, check_timeout_ms
+from .._validation import (
+    check_callable,
+    check_hashable,
+    check_label,
+    check_seconds,
+    check_timeout_ms,
+)
 from ._checks import _check_lease_ms, _check_ms
 from ._client import _adapt, _call, _Client, _our_error
 from ._errors import LockLostError, LockUnavailableError
@@ -55,6 +61,16 @@ class RedisRefreshCacheStatistics:
     remote_hits: int
     remote_misses: int
     unavailable: int
+
+
+#: A TTL at least this long (about 31,700 years) is stored without an expiry: Redis
+#: refuses an expiry whose milliseconds overflow its clock.
+_FOREVER_S = 1e12
+
+
+def _ttl(ttl_s: object) -> float | None:
+    """``ttl_s`` checked, as seconds: ``None`` or a float (``inf`` for 10**400)."""
+    return check_seconds(ttl_s, "ttl_s", allow_none=True)
 
 
 @final
@@ -154,7 +170,7 @@ class RedisRefreshCache(Generic[V]):
         self._client: _Client = adapted
         self._prefix = prefix
         self._channel = prefix + "invalidations"  # pub/sub: not a key, no slot
-        self._ttl_s = ttl_s
+        self._ttl_s = _ttl(ttl_s)
         self._timeout_ms = timeout_ms
         self._op_timeout_ms = op
         self._op_timeout_s = op / 1000
@@ -166,7 +182,7 @@ class RedisRefreshCache(Generic[V]):
         self._remote_hits = self._remote_misses = self._unavailable = 0
 
     def _redis_key(self, key: Hashable) -> str:
-        hash(key)  # unhashable keys raise TypeError here, before any state changes
+        check_hashable(key)  # before any state changes
         text = self._key_to_str(key)
         if not isinstance(text, str):
             raise TypeError(f"key_to_str must return a str, got {text!r} for {key!r}")
@@ -196,7 +212,7 @@ class RedisRefreshCache(Generic[V]):
         text = self._redis_key(key)
         check_callable(fetcher, "fetcher")
         check_label(label)
-        ttl = self._ttl_s if ttl_s is _UNSET else ttl_s
+        ttl = self._ttl_s if ttl_s is _UNSET else _ttl(ttl_s)
         wait_ms = self._timeout_ms if timeout_ms is _UNSET else timeout_ms
         # Local entries are keyed as Redis keys them: one rule in every process.
         return await self._local.get_or_refresh(
@@ -237,6 +253,8 @@ class RedisRefreshCache(Generic[V]):
         label: str | None,
     ) -> _Expiring:
         redis_key = self._prefix + text
+        # Beyond what a Redis expiry can count (or None): the key never expires.
+        px = None if ttl_s is None or ttl_s >= _FOREVER_S else max(1, int(ttl_s * 1000))
         found = await self._read(redis_key)
         if found is not None:
             self._remote_hits += 1
@@ -273,11 +291,7 @@ class RedisRefreshCache(Generic[V]):
             await self._redis(
                 redis_key,
                 "store",
-                lambda: self._client.set(
-                    redis_key,
-                    data,
-                    None if ttl_s is None else max(1, int(ttl_s * 1000)),
-                ),
+                lambda: self._client.set(redis_key, data, px),
             )
             # What every other process will read: the same here, so that a value
             # the serialisation changes is noticed in the fetching process too.
