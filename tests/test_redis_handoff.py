@@ -188,9 +188,11 @@ async def test_a_grant_after_a_long_block_keeps_its_whole_lease(
         # No later than the server's expiry: the grant ran after released_at was
         # read, and its answer had arrived by now.
         assert granted.expires_at <= anyio.current_time() + 2.0
-        # Not cut short by the wait: at most 1% of it (the clock-rate margin) and
-        # the anchoring try's round trip, generous for a loaded 2-core machine.
-        assert granted.expires_at >= released_at + 2.0 - 0.1
+        # Not cut short by the wait (0.6 s): at most 1% of it (the clock-rate
+        # margin) and the anchoring try's round trip, which a loaded 2-core machine
+        # stretched past 0.1 s once (CI, Python 3.12, trio): 0.3 s still tells the
+        # two apart.
+        assert granted.expires_at >= released_at + 2.0 - 0.3
         await granted.release()
 
 
