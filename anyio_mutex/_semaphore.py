@@ -487,17 +487,20 @@ class Semaphore:
         :raises TypeError: if an argument has the wrong type (raised here, at once)
         :raises ValueError: if ``timeout_ms`` is negative or NaN (raised here, at once)
         """
-        check_timeout_ms(timeout_ms)
+        timeout_s = check_timeout_ms(timeout_ms)
         check_label(label)
-        return _SemaphoreHold(self, timeout_ms, label)
+        return _SemaphoreHold(self, timeout_ms, timeout_s, label)
 
     async def _enter(
-        self, timeout_ms: float | None = None, label: str | None = None
+        self,
+        timeout_ms: float | None = None,
+        label: str | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         # acquire() for ``async with``: the permit's token goes on this task's stack
         # instead of into a releaser. Arguments were checked by hold().
-        # The checked value: an int too large for a float (10**400) waits forever.
-        timeout_s = None if timeout_ms is None else check_timeout_ms(timeout_ms)
+        # timeout_s: hold()'s checked value of timeout_ms (None: forever, also for
+        # an int too large for a float).
         if label is None:
             label = self._label
         checkpointed = False
@@ -613,17 +616,22 @@ class _SemaphoreHold:
     many tasks at once or reused.
     """
 
-    __slots__ = ("_label", "_semaphore", "_timeout_ms")
+    __slots__ = ("_label", "_semaphore", "_timeout_ms", "_timeout_s")
 
     def __init__(
-        self, semaphore: Semaphore, timeout_ms: float | None, label: str | None
+        self,
+        semaphore: Semaphore,
+        timeout_ms: float | None,
+        timeout_s: float | None,
+        label: str | None,
     ) -> None:
         self._semaphore = semaphore
         self._timeout_ms = timeout_ms
+        self._timeout_s = timeout_s  # checked once, by hold()
         self._label = label
 
     async def __aenter__(self) -> None:
-        await self._semaphore._enter(self._timeout_ms, self._label)
+        await self._semaphore._enter(self._timeout_ms, self._label, self._timeout_s)
 
     async def __aexit__(
         self,

@@ -220,6 +220,9 @@ class SingleFlight(Generic[K, T]):
         start: float | None = None
         deadline: float | None = None
         takeover = False
+        # None for math.inf and for an int too large for a float (10**400).
+        timeout_s = None if timeout_ms is None else check_timeout_ms(timeout_ms)
+        unbounded = timeout_s is None
         while True:
             try:
                 call = self._calls.get(key)
@@ -228,9 +231,6 @@ class SingleFlight(Generic[K, T]):
                 raise
             if call is None:
                 return await self._lead(key, fn, args, label, takeover)
-            # None for math.inf and for an int too large for a float (10**400).
-            timeout_s = None if timeout_ms is None else check_timeout_ms(timeout_ms)
-            unbounded = timeout_s is None
             if timeout_s is not None and (start is None or deadline is None):
                 # A takeover keeps the first deadline.
                 start = anyio.current_time()

@@ -13,12 +13,11 @@ import anyio
 import anyio.abc
 
 from .. import CacheStatistics
-from .._refresh import _UNSET, RefreshCache, _Expiring
+from .._refresh import _UNSET, RefreshCache, _check_ttl, _Expiring
 from .._validation import (
     check_callable,
     check_hashable,
     check_label,
-    check_seconds,
     check_timeout_ms,
 )
 from ._checks import _check_lease_ms, _check_ms
@@ -66,11 +65,6 @@ class RedisRefreshCacheStatistics:
 #: A TTL at least this long (about 31,700 years) is stored without an expiry: Redis
 #: refuses an expiry whose milliseconds overflow its clock.
 _FOREVER_S = 1e12
-
-
-def _ttl(ttl_s: object) -> float | None:
-    """``ttl_s`` checked, as seconds: ``None`` or a float (``inf`` for 10**400)."""
-    return check_seconds(ttl_s, "ttl_s", allow_none=True)
 
 
 @final
@@ -170,7 +164,7 @@ class RedisRefreshCache(Generic[V]):
         self._client: _Client = adapted
         self._prefix = prefix
         self._channel = prefix + "invalidations"  # pub/sub: not a key, no slot
-        self._ttl_s = _ttl(ttl_s)
+        self._ttl_s = _check_ttl(ttl_s)
         self._timeout_ms = timeout_ms
         self._op_timeout_ms = op
         self._op_timeout_s = op / 1000
@@ -212,7 +206,7 @@ class RedisRefreshCache(Generic[V]):
         text = self._redis_key(key)
         check_callable(fetcher, "fetcher")
         check_label(label)
-        ttl = self._ttl_s if ttl_s is _UNSET else _ttl(ttl_s)
+        ttl = self._ttl_s if ttl_s is _UNSET else _check_ttl(ttl_s)
         wait_ms = self._timeout_ms if timeout_ms is _UNSET else timeout_ms
         # Local entries are keyed as Redis keys them: one rule in every process.
         return await self._local.get_or_refresh(
