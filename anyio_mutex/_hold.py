@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Final, Protocol, final
+from typing import Any, Final, NamedTuple, Protocol, final
 
 import anyio
 import anyio.lowlevel
@@ -202,6 +202,53 @@ def current_task() -> Any:
     if trio_task is None:
         raise RuntimeError("no task is running in this thread")
     return trio_task()
+
+
+def current_task_and_loop() -> tuple[Any, Any]:
+    """Return the running task and its asyncio loop, or ``None`` for a trio task.
+
+    For a lock that parks its waiters itself: on an asyncio future of that loop, or
+    with :func:`trio_parking` under trio. :func:`current_task`, with the loop that
+    it looks up anyway.
+
+    :raises RuntimeError: if no task runs in this thread
+    """
+    asyncio = _asyncio or _load_asyncio()
+    if asyncio is not None:
+        loop = asyncio[0]()
+        if loop is not None:
+            task = asyncio[1](loop)
+            if task is not None:
+                return task, loop
+    trio_task = _trio_task or _load_trio()
+    if trio_task is None:
+        raise RuntimeError("no task is running in this thread")
+    return trio_task(), None
+
+
+class TrioParking(NamedTuple):
+    """trio's primitives for parking a task and waking it (``trio.lowlevel``)."""
+
+    wait: Callable[[Callable[[Any], Any]], Awaitable[Any]]
+    reschedule: Callable[[Any], None]
+    aborted: Any  # Abort.SUCCEEDED
+
+
+_trio_parking: TrioParking | None = None
+
+
+def trio_parking() -> TrioParking:
+    """trio's parking primitives, looked up once trio runs (importing trio here would
+    cost every asyncio program its import time)."""
+    global _trio_parking
+    if _trio_parking is None:
+        lowlevel = sys.modules["trio"].lowlevel
+        _trio_parking = TrioParking(
+            lowlevel.wait_task_rescheduled,
+            lowlevel.reschedule,
+            lowlevel.Abort.SUCCEEDED,
+        )
+    return _trio_parking
 
 
 def loop_token(task: Any) -> object:

@@ -55,11 +55,13 @@ from ._waitgraph import (
     add_wait,
     enter_wait,
     held_since,
-    leave_wait,
+    left,
     recheck_wait,
     track,
 )
 from ._waitgraph import registry as _waitgraph
+
+_waiting: Final = _waitgraph.waiting  # never rebound: saves a lookup per wait
 
 T = TypeVar("T")
 _M = TypeVar("_M", bound="_MutexBase")
@@ -480,14 +482,13 @@ class _MutexBase(anyio.Lock):
             waiter.deadline = start + timeout_s
         wait = None
         if _waitgraph.detect:
-            waiting = _waitgraph.waiting
-            its_wait = waiting.get(id(owner))
+            its_wait = _waiting.get(id(owner))
             if its_wait is None or its_wait.resource is self:
                 # The holder runs (or was just handed this lock): no cycle. Register
                 # the wait: add_wait(), inlined, as leave_wait() is below (the two
                 # calls were a third of what detection added to a hand-off).
                 wait = waiter
-                if waiting.setdefault(waiter.task_id, waiter) is not waiter:
+                if _waiting.setdefault(waiter.task_id, waiter) is not waiter:
                     add_wait(waiter)  # an outer wait of this task: keep it
             else:
                 # Raises DeadlockError (holding nothing new) if the holder waits,
@@ -513,11 +514,10 @@ class _MutexBase(anyio.Lock):
                     raise
         finally:
             if wait is not None:
-                waiting = _waitgraph.waiting
-                if wait.prev is None and waiting.get(wait.task_id) is wait:
-                    del waiting[wait.task_id]  # leave_wait(), inlined
-                else:
-                    leave_wait(wait)
+                # leave_wait(), its common case inlined
+                popped = _waiting.pop(wait.task_id, None)
+                if popped is not wait or wait.prev is not None:
+                    left(wait, popped)
         if waiter.state is _TIMED_OUT:
             # Our own deadline passed; nothing is held or queued.
             error = await deadline_fired(

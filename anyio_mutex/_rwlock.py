@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import functools
-import math
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Final, final
+from typing import Any, Final, final
 
 import anyio
 import anyio.lowlevel
@@ -23,34 +22,53 @@ from ._errors import (
     MutexReentryError,
     MutexReleaseError,
 )
-from ._hold import Hold, current_task, deadline_fired, loop_token
+from ._hold import (
+    Hold,
+    current_task,
+    current_task_and_loop,
+    deadline_fired,
+    loop_token,
+    trio_parking,
+)
 from ._validation import check_label, check_timeout_ms
 from ._waitgraph import (
+    GONE,
+    GRANTED,
+    WAITING,
     Holder,
     LockView,
     _Wait,
     add_wait,
     enter_wait,
     held_since,
-    leave_wait,
+    left,
     track,
+    wake,
 )
 from ._waitgraph import registry as _waitgraph
+
+_waiting: Final = _waitgraph.waiting  # never rebound: saves a lookup per wait
 
 _READ: Final = "read"
 _WRITE: Final = "write"
 
 
 @final
-class _Waiter:
-    __slots__ = ("event", "granted", "kind", "label", "task_id")
+class _Waiter(_Wait):
+    # A queued acquisition, and the wait-for graph's record of it: its state (WAITING,
+    # then GRANTED or GONE), its task, and ``fut``, an asyncio future of the task's
+    # own loop (None under trio: the task is parked and rescheduled).
+    __slots__ = ("kind",)
 
-    def __init__(self, kind: str, task_id: int, label: str) -> None:
-        self.kind = kind
-        self.task_id = task_id
-        self.label = label
-        self.granted = False  # set with the event: the lock is already ours
-        self.event = anyio.Event()
+    kind: str  # _READ or _WRITE
+
+
+def _abort_trio(lock: RWLock, waiter: _Waiter, _: object) -> Any:
+    # trio calls this only for a waiter it has not rescheduled: it is still queued.
+    # Its task, cancelled, lets in whoever it blocked (_abandon()).
+    lock._queue.remove(waiter)
+    waiter.state = GONE
+    return trio_parking().aborted
 
 
 @final
@@ -142,7 +160,7 @@ class RWLock:
         # reader for the writer and any writer queued ahead of it (FIFO: readers
         # behind a queued writer are not admitted before it). A waiter already
         # granted (not resumed yet) holds the lock: it waits for nobody.
-        if waiter is not None and waiter.granted:
+        if waiter is not None and waiter.state is GRANTED:
             return (Holder(waiter.task_id, None, waiter.label),)
         # The walk reads only ids and labels; how long each has held it (timed) is
         # for snapshot().
@@ -188,27 +206,28 @@ class RWLock:
                     self._gen += 1
                     self._writer, self._writer_label = head.task_id, head.label
                     self._writer_gen = self._gen
-                    head.granted = True
-                    head.event.set()
+                    wake(head)
                 return
             if self._writer is not None:
                 return
             queue.popleft()
             self._gen += 1
-            self._readers[head.task_id] = (head.label, self._gen)
-            head.granted = True
-            head.event.set()
+            self._readers[head.task_id] = (head.label, self._gen)  # type: ignore[assignment]  # pyright: ignore[reportArgumentType]
+            wake(head)
 
     def _abandon(self, waiter: _Waiter) -> None:
         # A waiter leaves: give back what it was granted, or leave the queue; either
         # way, whoever it was blocking may now run.
-        if waiter.granted:
+        state = waiter.state
+        if state is GRANTED:
             if waiter.kind is _WRITE:
                 self._writer = self._writer_label = None
             else:
                 del self._readers[waiter.task_id]
-        else:
+        elif state is WAITING:
             self._queue.remove(waiter)
+        # (else trio's abort took it out of the queue)
+        waiter.state = GONE
         self._grant()
 
     def _reentry(self, kind: str, task_id: int) -> MutexReentryError:
@@ -260,7 +279,7 @@ class RWLock:
         if label is not None:
             check_label(label)
         label = self._label if label is None else label
-        task = current_task()
+        task, loop = current_task_and_loop()
         task_id = id(task)
         if task_id in self._readers or task_id == self._writer:
             raise self._reentry(kind, task_id)
@@ -301,7 +320,7 @@ class RWLock:
                 )
                 self._timeouts += 1
                 raise error
-            await self._wait(kind, task, label, timeout_s, timeout_ms)
+            await self._wait(kind, task, loop, label, timeout_s, timeout_ms)
             if kind is _READ:
                 self._read_acquisitions += 1
             else:
@@ -314,36 +333,49 @@ class RWLock:
     async def _wait(
         self,
         kind: str,
-        task: object,
+        task: Any,
+        loop: Any,
         label: str,
         timeout_s: float | None,
         timeout_ms: float | None,
     ) -> None:
-        waiter = _Waiter(kind, id(task), label)
         start = anyio.current_time()
+        waiter = _Waiter(task, self, None, label, timeout_s is not None, True, None)
+        waiter.kind = kind
         wait = None
         if _waitgraph.detect:  # raises DeadlockError before anything is queued
-            wait = self._enter_wait(
-                task, waiter, math.inf if timeout_s is None else start + timeout_s
-            )
-        self._queue.append(waiter)
+            if timeout_s is not None:
+                waiter.deadline = start + timeout_s
+            wait = self._enter_wait(waiter)
         try:
-            if timeout_s is None:
-                await waiter.event.wait()
+            if loop is not None:
+                fut = waiter.fut = loop.create_future()
+                self._queue.append(waiter)
+                if timeout_s is None:
+                    await fut
+                else:
+                    with anyio.CancelScope(deadline=start + timeout_s):
+                        await fut
             else:
-                with anyio.CancelScope(deadline=start + timeout_s):
-                    await waiter.event.wait()
+                self._queue.append(waiter)
+                park = trio_parking().wait
+                abort = functools.partial(_abort_trio, self, waiter)
+                if timeout_s is None:
+                    await park(abort)
+                else:
+                    with anyio.CancelScope(deadline=start + timeout_s):
+                        await park(abort)
         except BaseException:
             self._abandon(waiter)
             raise
         finally:
             if wait is not None:
-                waiting = _waitgraph.waiting
-                if wait.prev is None and waiting.get(wait.task_id) is wait:
-                    del waiting[wait.task_id]  # leave_wait(), inlined
-                else:
-                    leave_wait(wait)
-        if waiter.granted:
+                wait.key = None  # it keyed itself for the walk: no cycle left behind
+                # leave_wait(), its common case inlined
+                popped = _waiting.pop(wait.task_id, None)
+                if popped is not wait or wait.prev is not None:
+                    left(wait, popped)
+        if waiter.state is GRANTED:
             return
         # Our own deadline fired before the lock was granted.
         self._abandon(waiter)
@@ -351,34 +383,36 @@ class RWLock:
         self._timeouts += 1
         raise error
 
-    def _enter_wait(
-        self, task: object, waiter: _Waiter, deadline: float
-    ) -> _Wait | None:
-        # Register the wait; raise DeadlockError if it closes a cycle. A writer waits
-        # for the writer and every reader (none of them this task: that is re-entry,
-        # raised before). The walk runs only if one of them waits elsewhere: one that
-        # runs, or was just granted this lock (the walk's own rule), lets go by itself.
+    def _enter_wait(self, waiter: _Waiter) -> _Wait | None:
+        # Register the wait, the waiter itself: it is its own key (the walk asks
+        # _blockers() about it; the caller drops the key when it ends). Raise
+        # DeadlockError if it closes a cycle. A writer waits for the writer and every
+        # reader (none of them this task: that is re-entry, raised before). The walk
+        # runs only if one of them waits elsewhere: one that runs, or was just granted
+        # this lock (the walk's own rule), lets go by itself.
+        waiter.key = waiter
         if waiter.kind is _WRITE:
-            waiting = _waitgraph.waiting
             writer = self._writer
+            walk = False
             if writer is not None:  # no tuple of all holders: this runs on every wait
-                its_wait = waiting.get(writer)
-                if its_wait is not None and its_wait.resource is not self:
-                    return enter_wait(
-                        self, waiter, waiter.label, deadline=deadline, task=task
-                    )
-            for tid in self._readers:
-                its_wait = waiting.get(tid)
-                if its_wait is not None and its_wait.resource is not self:
-                    break
-            else:
-                bounded = deadline != math.inf
-                record = _Wait(task, self, waiter, waiter.label, bounded, True, None)
-                record.deadline = deadline
-                if waiting.setdefault(record.task_id, record) is not record:
-                    add_wait(record)  # an outer wait of this task: keep it
-                return record
-        return enter_wait(self, waiter, waiter.label, deadline=deadline, task=task)
+                its_wait = _waiting.get(writer)
+                walk = its_wait is not None and its_wait.resource is not self
+            if not walk:
+                for tid in self._readers:
+                    its_wait = _waiting.get(tid)
+                    if its_wait is not None and its_wait.resource is not self:
+                        break
+                else:
+                    if _waiting.setdefault(waiter.task_id, waiter) is not waiter:
+                        add_wait(waiter)  # an outer wait of this task: keep it
+                    return waiter
+        try:
+            return enter_wait(
+                self, waiter, waiter.label, task=waiter.task, record=waiter
+            )
+        except BaseException:
+            waiter.key = None
+            raise
 
     def _releaser(self, kind: str, task_id: int, gen: int) -> Callable[[], None]:
         def release() -> None:

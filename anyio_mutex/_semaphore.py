@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, NoReturn, final
+from typing import Any, Final, NoReturn, final
 
 import anyio
 from anyio.lowlevel import checkpoint as _checkpoint
 from anyio.lowlevel import checkpoint_if_cancelled as _checkpoint_if_cancelled
 
 from ._errors import NO_EVENT_LOOP, MutexLoopError, MutexReleaseError, MutexTimeoutError
-from ._hold import current_task, running_loop
+from ._hold import current_task, current_task_and_loop, running_loop, trio_parking
 from ._validation import check_label, check_timeout_ms
 from ._waitgraph import (
+    GONE,
+    GRANTED,
+    WAITING,
     Holder,
     LockView,
     _Wait,
     add_wait,
     enter_wait,
-    leave_wait,
+    left,
     track,
+    wake,
 )
 from ._waitgraph import registry as _waitgraph
+
+_waiting: Final = _waitgraph.waiting  # never rebound: saves a lookup per wait
 
 Release = Callable[[], None]
 
@@ -39,6 +46,13 @@ _WAITING_FOR: Final = "a permit"
 _Entered = tuple[int, "_Entered | None"]
 
 
+def _abort_trio(sem: Semaphore, waiter: _Waiter, _: object) -> Any:
+    # trio calls this only for a waiter it has not rescheduled: it is still queued.
+    del sem._queue[waiter]
+    waiter.state = GONE
+    return trio_parking().aborted
+
+
 def _check_limit(limit: object) -> int:
     if type(limit) is bool or not isinstance(limit, int):
         raise TypeError(f"limit must be an int, got {limit!r}")
@@ -48,15 +62,14 @@ def _check_limit(limit: object) -> int:
 
 
 @final
-class _Waiter:
-    __slots__ = ("event", "granted", "label", "token")
+class _Waiter(_Wait):
+    # A queued acquisition, and the wait-for graph's record of it: its state (WAITING,
+    # then GRANTED or GONE), its task, and ``fut``, an asyncio future of the task's
+    # own loop (None under trio: the task is parked and rescheduled), so the semaphore
+    # itself binds to no loop.
+    __slots__ = ("token",)
 
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.token = 0  # set when granted: the key of its entry in the holder table
-        self.granted = False  # set with the event: the permit is already ours
-        # Made in the waiting task's loop, so the semaphore itself binds to no loop.
-        self.event = anyio.Event()
+    token: int  # set when granted: the key of its entry in the holder table
 
 
 @final
@@ -192,7 +205,7 @@ class Semaphore:
     def _wg_granted(self, key: object) -> bool:
         # A waiter may hold another permit (a nested hold) and still wait: its
         # grant, not the holder table, says whether its wait is over.
-        return isinstance(key, _Waiter) and key.granted
+        return isinstance(key, _Waiter) and key.state is GRANTED
 
     def _wg_need(self, key: object) -> int:
         # How many holders must leave before a waiter gets a permit: one, unless the
@@ -259,18 +272,20 @@ class Semaphore:
         while queue and len(holders) < self._limit:
             waiter, _ = queue.popitem(last=False)
             waiter.token = token = self._granted = self._granted + 1
-            holders[token] = waiter.label
-            waiter.granted = True
-            waiter.event.set()
+            holders[token] = waiter.label  # type: ignore[assignment]  # pyright: ignore[reportArgumentType]
+            wake(waiter)
 
     def _abandon(self, waiter: _Waiter) -> None:
-        # A waiter gives up: give back the permit it was handed, or leave the queue.
-        if waiter.granted:
+        # A waiter gives up: give back the permit it was handed, or leave the queue
+        # (unless trio's abort took it out already).
+        state = waiter.state
+        if state is GRANTED:
             del self._holders[waiter.token]
             self._given_back += 1
             self._grant()
-        else:
+        elif state is WAITING:
             del self._queue[waiter]
+            waiter.state = GONE
 
     def _oldest(self) -> str | None:
         return next(iter(self._holders.values()), None)
@@ -356,17 +371,40 @@ class Semaphore:
                         self._owners[token] = id(current_task())
                     return token
             self._fail(start, timeout_ms)
-        waiter = _Waiter(label)
+        task, loop = current_task_and_loop()
+        waiter = _Waiter(task, self, None, label, timeout_s is not None, False, None)
         wait = None
-        if _waitgraph.detect:  # raises DeadlockError if every holder waits for us
-            wait = self._enter_wait(waiter, start, timeout_s)
-        self._queue[waiter] = None
+        if _waitgraph.detect:
+            # Register the wait, the waiter itself. It is its own key for the walk
+            # (its grant ends the wait), dropped when the wait ends.
+            waiter.key = waiter
+            if timeout_s is not None:
+                waiter.deadline = start + timeout_s
+            if len(self._owners) >= self._limit:
+                # Every permit names its task: raises DeadlockError if every holder
+                # waits for us.
+                self._check_deadlock(waiter)
+            if _waiting.setdefault(waiter.task_id, waiter) is not waiter:
+                add_wait(waiter)  # an outer wait of this task: keep it
+            wait = waiter
         try:
-            if timeout_s is None:
-                await waiter.event.wait()
+            if loop is not None:
+                fut = waiter.fut = loop.create_future()
+                self._queue[waiter] = None
+                if timeout_s is None:
+                    await fut
+                else:
+                    with anyio.CancelScope(deadline=start + timeout_s):
+                        await fut
             else:
-                with anyio.CancelScope(deadline=start + timeout_s):
-                    await waiter.event.wait()
+                self._queue[waiter] = None
+                park = trio_parking().wait
+                abort = functools.partial(_abort_trio, self, waiter)
+                if timeout_s is None:
+                    await park(abort)
+                else:
+                    with anyio.CancelScope(deadline=start + timeout_s):
+                        await park(abort)
         except BaseException:
             # Cancelled (anyio or native asyncio), maybe after the hand-off: pass the
             # permit on or leave the queue, then let the cancellation through.
@@ -374,12 +412,12 @@ class Semaphore:
             raise
         finally:
             if wait is not None:
-                waiting = _waitgraph.waiting
-                if wait.prev is None and waiting.get(wait.task_id) is wait:
-                    del waiting[wait.task_id]  # leave_wait(), inlined
-                else:
-                    leave_wait(wait)
-        if not waiter.granted:
+                wait.key = None  # it keyed itself for the walk: no cycle left behind
+                # leave_wait(), its common case inlined
+                popped = _waiting.pop(wait.task_id, None)
+                if popped is not wait or wait.prev is not None:
+                    left(wait, popped)
+        if waiter.state is not GRANTED:
             # Our own deadline fired first. Leave the queue before the checkpoint
             # below, which may raise.
             self._abandon(waiter)
@@ -393,57 +431,44 @@ class Semaphore:
             self._longest_wait = waited
         token = waiter.token
         if owned and _waitgraph.detect:
-            # The wait record knows this task already: no second lookup.
-            self._owners[token] = (
-                wait.task_id if wait is not None else id(current_task())
-            )
+            self._owners[token] = waiter.task_id
         return token
 
-    def _enter_wait(
-        self, waiter: _Waiter, start: float, timeout_s: float | None
-    ) -> _Wait | None:
-        # Register this task's wait (keyed by its waiter, whose grant ends it); raise
-        # DeadlockError if it closes a cycle. The wait needs _wg_need() holders gone
-        # (one, unless the limit was lowered), so the walk runs only if fewer holders
-        # than that are sure to leave: a permit from acquire() names no task, and one
-        # whose task runs (or was just granted a permit here) comes back by itself.
-        task = current_task()
-        label = waiter.label
-        bounded = timeout_s is not None
-        record = _Wait(task, self, waiter, label, bounded, False, None)
-        if timeout_s is not None:
-            record.deadline = start + timeout_s
+    def _check_deadlock(self, waiter: _Waiter) -> None:
+        # Raise DeadlockError if the wait closes a cycle. It needs _wg_need() holders
+        # gone (one, unless the limit was lowered), so the walk runs only if fewer
+        # holders than that are sure to leave: a permit from acquire() names no task
+        # (the caller checked that each names one), and one whose task runs (or was
+        # just granted a permit here) comes back by itself.
         holders = self._holders
         owners = self._owners
-        # _wg_need(), inlined (this runs on every contended wait). Its max(0, ...)
-        # changes nothing here: owners is a subset of holders, so free >= 0.
-        free = len(holders) - len(owners)  # permits that name no task
+        # _wg_need(), inlined. Its max(0, ...) changes nothing here: owners is a
+        # subset of holders, so free >= 0.
+        free = len(holders) - len(owners)
         need = len(holders) - self._limit + 1
-        if free < need:
-            me = record.task_id
-            waiting = _waitgraph.waiting
-            for tid in owners.values():
-                its_wait = waiting.get(tid)
-                if tid != me and (
-                    its_wait is None
-                    or (its_wait.resource is self and self._wg_granted(its_wait.key))
-                ):
-                    free += 1
-                    if free >= need:
-                        break
-            else:
-                return enter_wait(
-                    self,
-                    waiter,
-                    label,
-                    bounded=bounded,
-                    need_all=False,
-                    task=task,
-                    record=record,
-                )
-        if _waitgraph.waiting.setdefault(record.task_id, record) is not record:
-            add_wait(record)  # an outer wait of this task: keep it
-        return record
+        me = waiter.task_id
+        for tid in owners.values():
+            its_wait = _waiting.get(tid)
+            if tid != me and (
+                its_wait is None
+                or (its_wait.resource is self and self._wg_granted(its_wait.key))
+            ):
+                free += 1
+                if free >= need:
+                    return
+        try:
+            # Registers the wait unless it raises; the caller then finds it there.
+            enter_wait(
+                self,
+                waiter,
+                waiter.label,
+                need_all=False,
+                task=waiter.task,
+                record=waiter,
+            )
+        except BaseException:
+            waiter.key = None
+            raise
 
     def _fail(self, start: float, timeout_ms: float | None) -> NoReturn:
         self._timeouts += 1

@@ -54,7 +54,7 @@ from typing import Any, Final, NamedTuple, Protocol, TextIO, final
 import anyio
 
 from ._errors import DeadlockError, DeadlockStep
-from ._hold import current_task, task_name
+from ._hold import current_task, task_name, trio_parking
 
 _ENV_VAR: Final = "ANYIO_MUTEX_DEADLOCK"
 
@@ -98,9 +98,12 @@ class Source(Protocol):
     def _wg_locks(self) -> Iterable[LockView]: ...
 
 
-@final
 class _Wait:
-    """One parked task: what it waits for and since when."""
+    """One parked task: what it waits for and since when.
+
+    A lock may queue the record itself as its waiter (a subclass adds what else the
+    lock needs), so a contended wait builds one object, not two.
+    """
 
     __slots__ = (
         "bounded",
@@ -307,6 +310,17 @@ def leave_wait(wait: _Wait) -> None:
             waiting[wait.task_id] = wait.prev
 
 
+def left(wait: _Wait, popped: _Wait | None) -> None:
+    """Finish :func:`leave_wait` for a lock that inlined its common case,
+    ``popped = registry.waiting.pop(wait.task_id, None)``, when ``popped`` is not
+    ``wait`` or ``wait`` has an outer wait: put back what is not this wait's."""
+    if popped is not wait:
+        if popped is not None:
+            registry.waiting[wait.task_id] = popped
+    elif wait.prev is not None:
+        registry.waiting[wait.task_id] = wait.prev
+
+
 # One node of the walk: the task's wait edges (holders), "needs all" or "needs any".
 class _Node(NamedTuple):
     resource: Waitable
@@ -334,9 +348,29 @@ _REENTRY: Final = ()
 #: run (trio's mutex timer): it either leaves or walks again (:func:`recheck_wait`)
 #: before it parks again, so a walk meanwhile may count it as free.
 _RESUMING: Final = 1
-#: A wait record's ``state`` from which its wait is over (a mutex's: granted, timed
-#: out, gone); records of other locks stay at 0.
+#: A wait record's ``state`` from which its wait is over (granted, timed out, gone).
+#: Records that a lock does not queue itself (a fetch's, a Redis queue's) stay at 0.
 _WAIT_OVER: Final = 2
+#: The states of a record that its lock queues and wakes with :func:`wake` (a
+#: semaphore's, an RWLock's; the mutex adds two of its own).
+WAITING: Final = 0
+GRANTED: Final = _WAIT_OVER
+GONE: Final = 4  # cancelled and out of the queue
+
+
+def wake(wait: _Wait) -> None:
+    """Grant a queued ``wait``: mark it and wake its task.
+
+    Its task is parked on ``wait.fut``, an asyncio future of its own loop, or (with
+    ``fut`` ``None``) by trio. A future already cancelled (``Task.cancel()``) is left
+    alone: its task wakes cancelled and gives back what it was granted.
+    """
+    wait.state = GRANTED
+    fut = wait.fut
+    if fut is None:
+        trio_parking().reschedule(wait.task)
+    elif not fut.done():
+        fut.set_result(None)
 
 
 def _granted(wait: _Wait, holders: Sequence[Holder] | None) -> bool:

@@ -6,6 +6,7 @@ matrix. Ordering comes from events and ``wait_all_tasks_blocked``, never sleeps.
 
 from __future__ import annotations
 
+import gc
 import math
 from typing import Any
 
@@ -15,6 +16,7 @@ from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 from anyio_mutex import MutexReentryError, MutexReleaseError, MutexTimeoutError
+from anyio_mutex._waitgraph import _Wait
 
 from ._locks import KINDS, TASK_OWNED_KINDS, LockKind
 
@@ -384,3 +386,47 @@ async def test_infinite_timeout_waits_until_released(kind: LockKind) -> None:
             release()
     assert got.is_set()
     assert_idle(kind, lock)
+
+
+@pytest.mark.parametrize("end", ["granted", "timed out", "cancelled"])
+async def test_a_wait_that_ended_leaves_no_reference_cycle(
+    kind: LockKind, end: str
+) -> None:
+    # A lock that queues its wait record (keyed by itself for the deadlock walk while
+    # it waits) must break that link when the wait ends: else every contended
+    # acquire would leave garbage that only the cycle collector frees.
+    lock = kind.make()
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # unreachable cycles go to gc.garbage, kept
+    try:
+        with anyio.fail_after(5):
+            release = await kind.acquire(lock, label="holder")
+            async with anyio.create_task_group() as tg:
+
+                async def waiter() -> None:
+                    if end == "timed out":
+                        with pytest.raises(MutexTimeoutError):
+                            await kind.acquire(lock, timeout_ms=1)
+                    else:
+                        (await kind.acquire(lock))()
+
+                tg.start_soon(waiter)
+                await wait_all_tasks_blocked()
+                assert kind.waiting(lock) == 1
+                if end == "granted":
+                    release()
+                elif end == "cancelled":
+                    tg.cancel_scope.cancel()
+            if end != "granted":
+                release()
+        assert_idle(kind, lock)
+        gc.collect()
+        # A failed wait's record may be reachable from its exception's traceback
+        # cycle; what must not be left is the record's own link to itself.
+        waits = [o for o in gc.garbage if isinstance(o, _Wait)]
+        assert [w for w in waits if w.key is w] == []
+        if end == "granted":
+            assert waits == []
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
