@@ -343,10 +343,23 @@ class RWLock:
         waiter = _Waiter(task, self, None, label, timeout_s is not None, True, None)
         waiter.kind = kind
         wait = None
-        if _waitgraph.detect:  # raises DeadlockError before anything is queued
+        if _waitgraph.detect:
+            # Register the wait, the waiter itself. It is its own key for the walk
+            # (_blockers() asks about it), dropped when the wait ends.
+            waiter.key = waiter
             if timeout_s is not None:
                 waiter.deadline = start + timeout_s
-            wait = self._enter_wait(waiter)
+            # The walk runs only if a holder is parked on another lock (see
+            # _holder_waits(); its first test inlined, as this runs on every wait).
+            writer = self._writer
+            its_wait = None if writer is None else _waiting.get(writer)
+            if (its_wait is not None and its_wait.resource is not self) or (
+                self._readers and self._holder_waits()
+            ):
+                self._check_deadlock(waiter)  # raises DeadlockError, or registers
+            if _waiting.setdefault(waiter.task_id, waiter) is not waiter:
+                add_wait(waiter)  # an outer wait of this task: keep it
+            wait = waiter
         try:
             if loop is not None:
                 fut = waiter.fut = loop.create_future()
@@ -383,33 +396,27 @@ class RWLock:
         self._timeouts += 1
         raise error
 
-    def _enter_wait(self, waiter: _Waiter) -> _Wait | None:
-        # Register the wait, the waiter itself: it is its own key (the walk asks
-        # _blockers() about it; the caller drops the key when it ends). Raise
-        # DeadlockError if it closes a cycle. A writer waits for the writer and every
-        # reader (none of them this task: that is re-entry, raised before). The walk
-        # runs only if one of them waits elsewhere: one that runs, or was just granted
-        # this lock (the walk's own rule), lets go by itself.
-        waiter.key = waiter
-        if waiter.kind is _WRITE:
-            writer = self._writer
-            walk = False
-            if writer is not None:  # no tuple of all holders: this runs on every wait
-                its_wait = _waiting.get(writer)
-                walk = its_wait is not None and its_wait.resource is not self
-            if not walk:
-                for tid in self._readers:
-                    its_wait = _waiting.get(tid)
-                    if its_wait is not None and its_wait.resource is not self:
-                        break
-                else:
-                    if _waiting.setdefault(waiter.task_id, waiter) is not waiter:
-                        add_wait(waiter)  # an outer wait of this task: keep it
-                    return waiter
+    def _holder_waits(self) -> bool:
+        # Whether the walk must run for a new waiter: only if a holder is parked on
+        # another lock. A writer waits for the holders; a reader for the writer and
+        # for writers queued ahead, which wait for the holders. A holder that runs,
+        # or was just granted this lock (the walk's own rule), lets go by itself.
+        # (Holders are never the new waiter's task: that is re-entry, raised before.)
+        writer = self._writer
+        if writer is not None:  # no tuple of all holders: this runs on every wait
+            its_wait = _waiting.get(writer)
+            if its_wait is not None and its_wait.resource is not self:
+                return True
+        for tid in self._readers:
+            its_wait = _waiting.get(tid)
+            if its_wait is not None and its_wait.resource is not self:
+                return True
+        return False
+
+    def _check_deadlock(self, waiter: _Waiter) -> None:
         try:
-            return enter_wait(
-                self, waiter, waiter.label, task=waiter.task, record=waiter
-            )
+            # Registers the wait unless it raises; the caller then finds it there.
+            enter_wait(self, waiter, waiter.label, task=waiter.task, record=waiter)
         except BaseException:
             waiter.key = None
             raise

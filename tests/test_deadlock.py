@@ -345,6 +345,54 @@ async def test_rwlock_writer_closing_the_cycle_raises(held_as: str) -> None:
     assert got_m == [True]  # the writer let m go, so the holder went on
 
 
+async def test_rwlock_reader_queued_behind_a_writer_closing_the_cycle_raises() -> None:
+    # The reader is not admitted beside the holding reader: a writer is queued ahead
+    # of it (FIFO). It waits for that writer, which waits for the holder, which
+    # waits for the mutex the reader holds.
+    rw = RWLock("rw")
+    m = Mutex("m")
+    rw_held, m_held = anyio.Event(), anyio.Event()
+    errors: list[DeadlockError] = []
+    done: list[str] = []
+
+    async def holder() -> None:
+        async with rw.read(label="holder"):
+            rw_held.set()
+            await m_held.wait()
+            async with m:
+                done.append("holder")
+
+    async def writer() -> None:
+        async with rw.write(label="writer"):
+            done.append("writer")
+
+    async def reader() -> None:
+        async with m:
+            m_held.set()
+            await wait_all_tasks_blocked()  # the holder on m, the writer on rw
+            assert rw.statistics().writers_waiting == 1
+            try:
+                async with rw.read(label="reader"):
+                    pass  # pragma: no cover - must not happen
+            except DeadlockError as exc:
+                errors.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(holder, name="holder")
+            await rw_held.wait()
+            tg.start_soon(writer, name="writer")
+            await wait_all_tasks_blocked()
+            tg.start_soon(reader, name="reader")
+    (error,) = errors
+    assert [(s.task, s.waits_for, s.held_by) for s in error.cycle] == [
+        ("reader", "rw", "writer"),
+        ("writer", "rw", "holder"),
+        ("holder", "m", "m"),
+    ]
+    assert done == ["holder", "writer"]
+
+
 #: Lock B in the tests of waiters that are already leaving: each kind's own hold.
 LEAVING_KINDS = ["Mutex", "KeyedMutex", "RWLock-write", "Semaphore"]
 
