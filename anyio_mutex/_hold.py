@@ -232,6 +232,7 @@ class TrioParking(NamedTuple):
     wait: Callable[[Callable[[Any], Any]], Awaitable[Any]]
     reschedule: Callable[[Any], None]
     aborted: Any  # Abort.SUCCEEDED
+    checkpoint: Callable[[], Awaitable[None]]
 
 
 _trio_parking: TrioParking | None = None
@@ -247,8 +248,25 @@ def trio_parking() -> TrioParking:
             lowlevel.wait_task_rescheduled,
             lowlevel.reschedule,
             lowlevel.Abort.SUCCEEDED,
+            lowlevel.checkpoint,
         )
     return _trio_parking
+
+
+_asyncio_sleep: Callable[[float], Awaitable[None]] | None = None
+
+
+def loop_checkpoint(loop: Any) -> Awaitable[None]:
+    """:func:`anyio.lowlevel.checkpoint` for a task whose loop
+    :func:`current_task_and_loop` returned, without anyio's backend lookup (which
+    looks the task up again): ``asyncio.sleep(0)``, as anyio's asyncio backend does,
+    or trio's own checkpoint."""
+    global _asyncio_sleep
+    if loop is None:
+        return (_trio_parking or trio_parking()).checkpoint()
+    if _asyncio_sleep is None:
+        _asyncio_sleep = sys.modules["asyncio"].sleep
+    return _asyncio_sleep(0)
 
 
 def loop_token(task: Any) -> object:

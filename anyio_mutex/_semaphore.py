@@ -15,7 +15,13 @@ from anyio.lowlevel import checkpoint as _checkpoint
 from anyio.lowlevel import checkpoint_if_cancelled as _checkpoint_if_cancelled
 
 from ._errors import NO_EVENT_LOOP, MutexLoopError, MutexReleaseError, MutexTimeoutError
-from ._hold import current_task, current_task_and_loop, running_loop, trio_parking
+from ._hold import (
+    current_task,
+    current_task_and_loop,
+    loop_checkpoint,
+    running_loop,
+    trio_parking,
+)
 from ._validation import check_label, check_timeout_ms
 from ._waitgraph import (
     GONE,
@@ -528,21 +534,33 @@ class Semaphore:
         # an int too large for a float).
         if label is None:
             label = self._label
-        checkpointed = False
         if len(self._holders) < self._limit:
+            # The deadlock walk needs the permit's task named. Asked first, its loop
+            # also gives the checkpoint, saving anyio's backend lookup: with
+            # detection on, naming costs little more than that lookup.
+            task = loop = None
+            if _waitgraph.detect:
+                task, loop = current_task_and_loop()
             if self._fast_acquire:
                 await _checkpoint_if_cancelled()
+            elif task is not None:
+                await loop_checkpoint(loop)
             else:
                 await _checkpoint()
-            checkpointed = True
-        if checkpointed and len(self._holders) < self._limit:
-            token = self._take(label)
-            if _waitgraph.detect:
-                self._owners[token] = id(current_task())
+            if len(self._holders) < self._limit:  # still free after the yield
+                token = self._take(label)
+                if _waitgraph.detect:  # (may have been switched on meanwhile)
+                    self._owners[token] = id(
+                        task if task is not None else current_task()
+                    )
+            else:
+                token = await self._acquire_contended(
+                    label, timeout_ms, timeout_s, True, True
+                )
         else:
             # Records the permit's task in _owners itself (owned=True).
             token = await self._acquire_contended(
-                label, timeout_ms, timeout_s, checkpointed, True
+                label, timeout_ms, timeout_s, False, True
             )
         # Nothing awaits between the grant and this push, so no cancellation lands
         # between them.

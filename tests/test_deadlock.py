@@ -970,6 +970,54 @@ async def test_semaphore_whose_every_holder_waits_for_the_waiter_raises() -> Non
     assert sem.statistics().available == 1
 
 
+async def test_a_permit_taken_as_detection_is_switched_on_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With detection off, "async with sem" does not look its task up. Switched on
+    # during its checkpoint, it must still name the permit's task, or the cycle
+    # below would hang instead of raising.
+    import anyio_mutex._semaphore as semaphore_module
+
+    async def switch_on_then_checkpoint() -> None:
+        enable_deadlock_detection()
+        await anyio.lowlevel.checkpoint()
+
+    sem, m = Semaphore(1, label="pool"), AsyncMutex("m")
+    m_held, permit_held = anyio.Event(), anyio.Event()
+    errors: list[DeadlockError] = []
+
+    async def holder() -> None:
+        disable_deadlock_detection()
+        with monkeypatch.context() as patch:
+            patch.setattr(semaphore_module, "_checkpoint", switch_on_then_checkpoint)
+            await sem.__aenter__()
+        try:
+            permit_held.set()
+            await m_held.wait()
+            async with m:
+                pass
+        finally:
+            await sem.__aexit__(None, None, None)
+
+    async def waiter() -> None:
+        async with m:
+            m_held.set()
+            await wait_all_tasks_blocked()  # "holder" is parked on m now
+            try:
+                async with sem:
+                    pass  # pragma: no cover - must not happen
+            except DeadlockError as exc:
+                errors.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(holder, name="holder")
+            await permit_held.wait()
+            tg.start_soon(waiter, name="waiter")
+    (error,) = errors
+    assert [s.task for s in error.cycle] == ["waiter", "holder"]
+
+
 async def test_semaphore_waiting_for_its_own_permit_raises_at_once() -> None:
     sem = Semaphore(1, label="one")
     with anyio.fail_after(5):
