@@ -233,6 +233,7 @@ class TrioParking(NamedTuple):
     reschedule: Callable[[Any], None]
     aborted: Any  # Abort.SUCCEEDED
     checkpoint: Callable[[], Awaitable[None]]
+    current_time: Callable[[], float]
 
 
 _trio_parking: TrioParking | None = None
@@ -249,11 +250,20 @@ def trio_parking() -> TrioParking:
             lowlevel.reschedule,
             lowlevel.Abort.SUCCEEDED,
             lowlevel.checkpoint,
+            sys.modules["trio"].current_time,
         )
     return _trio_parking
 
 
 _asyncio_sleep: Callable[[float], Awaitable[None]] | None = None
+
+
+def loop_time(loop: Any) -> float:
+    """:func:`anyio.current_time` for a task whose loop :func:`current_task_and_loop`
+    returned, without anyio's backend lookup: the loop's clock, or trio's."""
+    if loop is None:
+        return (_trio_parking or trio_parking()).current_time()
+    return loop.time()  # type: ignore[no-any-return]
 
 
 def loop_checkpoint(loop: Any) -> Awaitable[None]:
@@ -264,9 +274,10 @@ def loop_checkpoint(loop: Any) -> Awaitable[None]:
     global _asyncio_sleep
     if loop is None:
         return (_trio_parking or trio_parking()).checkpoint()
-    if _asyncio_sleep is None:
-        _asyncio_sleep = sys.modules["asyncio"].sleep
-    return _asyncio_sleep(0)
+    sleep = _asyncio_sleep
+    if sleep is None:
+        sleep = _asyncio_sleep = sys.modules["asyncio"].sleep
+    return sleep(0)
 
 
 def loop_token(task: Any) -> object:

@@ -27,6 +27,7 @@ from ._hold import (
     current_task,
     current_task_and_loop,
     deadline_fired,
+    loop_time,
     loop_token,
     trio_parking,
 )
@@ -339,7 +340,7 @@ class RWLock:
         timeout_s: float | None,
         timeout_ms: float | None,
     ) -> None:
-        start = anyio.current_time()
+        start = loop_time(loop)
         waiter = _Waiter(task, self, None, label, timeout_s is not None, True, None)
         waiter.kind = kind
         wait = None

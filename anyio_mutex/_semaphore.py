@@ -19,6 +19,7 @@ from ._hold import (
     current_task,
     current_task_and_loop,
     loop_checkpoint,
+    loop_time,
     running_loop,
     trio_parking,
 )
@@ -365,7 +366,8 @@ class Semaphore:
         # The slow path of acquire() and _enter(): returns the granted permit's token.
         # ``owned`` (from _enter()): record the permit's task in _owners on the way
         # out, as _enter() does after the fast path.
-        start = anyio.current_time()
+        task, loop = current_task_and_loop()
+        start = loop_time(loop)
         if timeout_s == 0:
             if not checkpointed:
                 # "Try once" is still a checkpoint, so a retry loop cannot starve
@@ -374,10 +376,9 @@ class Semaphore:
                 if len(self._holders) < self._limit:  # freed during the checkpoint
                     token = self._take(label)
                     if owned and _waitgraph.detect:
-                        self._owners[token] = id(current_task())
+                        self._owners[token] = id(task)
                     return token
             self._fail(start, timeout_ms)
-        task, loop = current_task_and_loop()
         waiter = _Waiter(task, self, None, label, timeout_s is not None, False, None)
         wait = None
         if _waitgraph.detect:
@@ -431,7 +432,7 @@ class Semaphore:
             await _checkpoint_if_cancelled()
             self._fail(start, timeout_ms)
         # The permit was handed to us (even if our deadline fired at the same moment).
-        waited = anyio.current_time() - start
+        waited = loop_time(loop) - start
         self._contended += 1
         if waited > self._longest_wait:
             self._longest_wait = waited
