@@ -105,12 +105,13 @@ class SemaphoreStatistics:
     longest_wait_ms: float
 
 
-# Built on a queue of anyio.Event waiters rather than on anyio.Semaphore: a released
+# Built on a queue of its own waiters rather than on anyio.Semaphore: a released
 # permit must be handed to one known waiter (no barging), a waiter cancelled after the
 # hand-off must pass that permit on, permits carry labels, and the limit is settable;
 # anyio.Semaphore exposes none of these. A side effect: the semaphore holds no
-# loop-bound object of its own (each waiter's event lives in its task's loop), so it
-# can be built at import time and used from one event loop after another.
+# loop-bound object of its own (each waiter parks on a future of its own task's loop,
+# or by trio), so it can be built at import time and used from one event loop after
+# another.
 @final
 class Semaphore:
     """A fair counting semaphore: at most ``limit`` permits held at once.
@@ -257,8 +258,9 @@ class Semaphore:
         return release
 
     def _check_event_loop(self) -> None:
-        # A release that wakes a waiter sets an anyio.Event, which only works in an
-        # event loop: from a worker thread, say so before anything changes. (With
+        # A release that wakes a waiter sets its future or reschedules its trio task,
+        # which only works in an event loop: from a worker thread, say so before
+        # anything changes. (With
         # nobody waiting, a release only drops a dict entry and works anywhere.)
         try:
             running_loop()

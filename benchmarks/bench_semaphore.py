@@ -12,8 +12,9 @@ anyio.Semaphore in the same mode:
     do not need to);
   - contended hand-off: 100 tasks x N cycles on a limit of 4, each holding its permit
     across one checkpoint, so almost every acquisition waits and is handed a permit.
-    Reported without a target: each wait costs an anyio.Event and two clock reads
-    (public API), against a bare future in anyio's asyncio semaphore.
+    Reported without a target: each wait builds a wait record (the deadlock
+    detector's too) and reads its loop's clock twice, and each permit carries a
+    label and a release function, against a bare future in anyio's semaphore.
 fast_acquire is also reported without a target: its one public cancellation check
 (``anyio.lowlevel.checkpoint_if_cancelled()``, with its backend lookup) costs about
 as much as anyio.Semaphore's whole fast path.
