@@ -189,19 +189,7 @@ def current_task() -> Any:
 
     :raises RuntimeError: if no task runs in this thread
     """
-    # The C getter answers None where no asyncio loop runs (under trio), and an
-    # asyncio loop without a current task is a trio guest run on that loop.
-    asyncio = _asyncio or _load_asyncio()
-    if asyncio is not None:
-        loop = asyncio[0]()
-        if loop is not None:
-            task = asyncio[1](loop)
-            if task is not None:
-                return task
-    trio_task = _trio_task or _load_trio()
-    if trio_task is None:
-        raise RuntimeError("no task is running in this thread")
-    return trio_task()
+    return current_task_and_loop()[0]
 
 
 def current_task_and_loop() -> tuple[Any, Any]:
@@ -213,6 +201,8 @@ def current_task_and_loop() -> tuple[Any, Any]:
 
     :raises RuntimeError: if no task runs in this thread
     """
+    # The C getter answers None where no asyncio loop runs (under trio), and an
+    # asyncio loop without a current task is a trio guest run on that loop.
     asyncio = _asyncio or _load_asyncio()
     if asyncio is not None:
         loop = asyncio[0]()
