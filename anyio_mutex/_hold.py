@@ -192,6 +192,23 @@ def current_task() -> Any:
     return current_task_and_loop()[0]
 
 
+def wakes_here(fut: Any) -> bool:
+    """Whether a task parked by :func:`current_task_and_loop`'s caller can be woken
+    from the running code: ``fut`` (its asyncio future) belongs to the loop running
+    in this thread, or (``fut`` ``None``: a trio task) trio runs here."""
+    if fut is not None:
+        asyncio = _asyncio or _load_asyncio()
+        return asyncio is not None and asyncio[0]() is fut.get_loop()
+    trio_task = _trio_task or _load_trio()
+    if trio_task is None:  # pragma: no cover - a trio task was parked: trio is loaded
+        return False
+    try:
+        trio_task()
+    except RuntimeError:  # a worker thread, an asyncio task, a host of a trio guest
+        return False
+    return True
+
+
 def current_task_and_loop() -> tuple[Any, Any]:
     """Return the running task and its asyncio loop, or ``None`` for a trio task.
 

@@ -14,7 +14,13 @@ import anyio
 from anyio.lowlevel import checkpoint as _checkpoint
 from anyio.lowlevel import checkpoint_if_cancelled as _checkpoint_if_cancelled
 
-from ._errors import NO_EVENT_LOOP, MutexLoopError, MutexReleaseError, MutexTimeoutError
+from ._errors import (
+    NO_EVENT_LOOP,
+    OTHER_LOOP,
+    MutexLoopError,
+    MutexReleaseError,
+    MutexTimeoutError,
+)
 from ._hold import (
     current_task,
     current_task_and_loop,
@@ -22,6 +28,7 @@ from ._hold import (
     loop_time,
     running_loop,
     trio_parking,
+    wakes_here,
 )
 from ._validation import check_label, check_timeout_ms
 from ._waitgraph import (
@@ -259,15 +266,18 @@ class Semaphore:
 
     def _check_event_loop(self) -> None:
         # A release that wakes a waiter sets its future or reschedules its trio task,
-        # which only works in an event loop: from a worker thread, say so before
-        # anything changes. (With
-        # nobody waiting, a release only drops a dict entry and works anywhere.)
+        # which only works from that waiter's own event loop: from a worker thread or
+        # another loop, say so before anything changes. (With nobody waiting, a
+        # release only drops a dict entry and works anywhere.)
+        if wakes_here(next(iter(self._queue)).fut):
+            return
         try:
             running_loop()
         except RuntimeError:
-            raise MutexLoopError(
-                self._label, self._oldest(), reason=NO_EVENT_LOOP
-            ) from None
+            reason = NO_EVENT_LOOP
+        else:
+            reason = OTHER_LOOP
+        raise MutexLoopError(self._label, self._oldest(), reason=reason)
 
     def _released_twice(self) -> NoReturn:
         raise MutexReleaseError(

@@ -9,6 +9,7 @@ which anyio's shield does not stop, is tested on the asyncio backends.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import pickle
@@ -1080,6 +1081,39 @@ async def test_a_worker_thread_may_release_unless_that_must_wake_a_waiter() -> N
             MutexLoopError, match="no event loop is running in this thread"
         ):
             await anyio.to_thread.run_sync(release)
+        assert sem.holders() == ["holder"]
+        assert sem.statistics().tasks_waiting == 1
+        release()
+    assert got.is_set()
+    assert sem.available == 1
+
+
+async def test_a_release_in_another_event_loop_that_must_wake_a_waiter_raises() -> (
+    None
+):
+    # The waiter's future belongs to its own loop (or trio reschedules it): waking
+    # it from an event loop in another thread would race that loop. It raises
+    # MutexLoopError and changes nothing, as from a worker thread.
+    sem = Semaphore(1, label="jobs")
+    release = await sem.acquire(label="holder")
+    got = anyio.Event()
+
+    async def waiter() -> None:
+        inner = await sem.acquire(label="waiter")
+        got.set()
+        inner()
+
+    async def release_there() -> None:
+        release()
+
+    def in_another_loop() -> None:
+        asyncio.run(release_there())
+
+    async with anyio.create_task_group() as tg:  # no fail_after: see the test above
+        tg.start_soon(waiter)
+        await wait_all_tasks_blocked()
+        with pytest.raises(MutexLoopError, match="waited for in another event loop"):
+            await anyio.to_thread.run_sync(in_another_loop)
         assert sem.holders() == ["holder"]
         assert sem.statistics().tasks_waiting == 1
         release()
