@@ -65,10 +65,12 @@ class _Waiter(_Wait):
 
 
 def _abort_trio(lock: RWLock, waiter: _Waiter, _: object) -> Any:
-    # trio calls this only for a waiter it has not rescheduled: it is still queued.
-    # Its task, cancelled, lets in whoever it blocked (_abandon()).
-    lock._queue.remove(waiter)
-    waiter.state = GONE
+    # trio calls this only for a waiter it has not rescheduled: still queued, unless
+    # a grant failed to wake it. Its task, cancelled, gives back what it was granted
+    # and lets in whoever it blocked (_abandon()).
+    if waiter.state is WAITING:
+        lock._queue.remove(waiter)
+        waiter.state = GONE
     return trio_parking().aborted
 
 

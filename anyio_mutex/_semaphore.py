@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
@@ -61,9 +62,11 @@ _Entered = tuple[int, "_Entered | None"]
 
 
 def _abort_trio(sem: Semaphore, waiter: _Waiter, _: object) -> Any:
-    # trio calls this only for a waiter it has not rescheduled: it is still queued.
-    del sem._queue[waiter]
-    waiter.state = GONE
+    # trio calls this only for a waiter it has not rescheduled: still queued, unless
+    # a grant failed to wake it (its task's _abandon() gives that permit back).
+    if waiter.state is WAITING:
+        del sem._queue[waiter]
+        waiter.state = GONE
     return trio_parking().aborted
 
 
@@ -264,12 +267,20 @@ class Semaphore:
 
         return release
 
-    def _check_event_loop(self) -> None:
+    def _check_event_loop(self, free: int = 1) -> None:
         # A release that wakes a waiter sets its future or reschedules its trio task,
         # which only works from that waiter's own event loop: from a worker thread or
-        # another loop, say so before anything changes. (With nobody waiting, a
-        # release only drops a dict entry and works anywhere.)
-        if wakes_here(next(iter(self._queue)).fut):
+        # another loop, say so before anything changes. ``free``: the permits the
+        # change frees, so the waiters it wakes. (With nobody to wake, a release only
+        # drops a dict entry and works anywhere.)
+        free += self._limit - len(self._holders)
+        if free <= 0:
+            return
+        queue = self._queue
+        if free == 1:  # a release's: just the head (no generator on this path)
+            if wakes_here(next(iter(queue)).fut):
+                return
+        elif all(wakes_here(waiter.fut) for waiter in itertools.islice(queue, free)):
             return
         try:
             running_loop()
@@ -616,7 +627,8 @@ class Semaphore:
         :raises TypeError: if set to a non-integer (or a bool)
         :raises ValueError: if set to less than 1
         :raises MutexLoopError: if raising it would wake a waiter, from a thread with
-            no event loop (a worker thread); the limit is left unchanged
+            no event loop (a worker thread) or from an event loop other than that
+            waiter's; the limit is left unchanged
         """
         return self._limit
 
@@ -624,7 +636,8 @@ class Semaphore:
     def limit(self, limit: int) -> None:
         limit = _check_limit(limit)
         if self._queue and len(self._holders) < limit:
-            self._check_event_loop()  # waking a waiter needs its loop, as release()
+            # Waking waiters needs their loop, as release()
+            self._check_event_loop(limit - self._limit)
         self._limit = limit
         self._grant()
 

@@ -15,6 +15,7 @@ import math
 import pickle
 import random
 import sys
+import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
@@ -1088,9 +1089,7 @@ async def test_a_worker_thread_may_release_unless_that_must_wake_a_waiter() -> N
     assert sem.available == 1
 
 
-async def test_a_release_in_another_event_loop_that_must_wake_a_waiter_raises() -> (
-    None
-):
+async def test_a_release_in_another_event_loop_that_must_wake_a_waiter_raises() -> None:
     # The waiter's future belongs to its own loop (or trio reschedules it): waking
     # it from an event loop in another thread would race that loop. It raises
     # MutexLoopError and changes nothing, as from a worker thread.
@@ -1119,6 +1118,48 @@ async def test_a_release_in_another_event_loop_that_must_wake_a_waiter_raises() 
         release()
     assert got.is_set()
     assert sem.available == 1
+
+
+async def test_raising_the_limit_checks_every_waiter_it_would_wake() -> None:
+    # Two waiters: the head in this event loop, the next in an asyncio loop in
+    # another thread. Raising the limit by two would wake both, the second from the
+    # wrong loop: it raises MutexLoopError before waking either.
+    sem = Semaphore(1, label="jobs")
+    release = await sem.acquire(label="holder")
+    here_got = anyio.Event()
+    queued = threading.Event()
+    there: dict[str, Any] = {}
+
+    async def here() -> None:
+        async with sem.hold(label="here"):
+            here_got.set()
+
+    async def there_main() -> None:
+        there["loop"] = asyncio.get_running_loop()
+        waiter = there["task"] = asyncio.create_task(sem.acquire(label="there"))
+        await asyncio.sleep(0)  # the task runs up to its park (asyncio runs FIFO)
+        queued.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+
+    async with anyio.create_task_group() as tg:  # no fail_after: see the tests above
+        tg.start_soon(here)
+        await wait_all_tasks_blocked()
+        thread = threading.Thread(target=asyncio.run, args=(there_main(),))
+        thread.start()
+        await anyio.to_thread.run_sync(queued.wait)
+        assert sem.statistics().tasks_waiting == 2
+        with pytest.raises(MutexLoopError, match="waited for in another event loop"):
+            sem.limit = 3
+        assert (sem.limit, sem.holders()) == (1, ["holder"])
+        assert sem.statistics().tasks_waiting == 2
+        # The other loop's waiter leaves from its own loop; then the raise works.
+        there["loop"].call_soon_threadsafe(there["task"].cancel)
+        await anyio.to_thread.run_sync(thread.join)
+        sem.limit = 3
+        await here_got.wait()
+        release()
+    assert sem.available == 3
 
 
 async def test_a_worker_thread_may_set_the_limit_unless_that_must_wake_a_waiter() -> (
