@@ -241,6 +241,7 @@ class TrioParking(NamedTuple):
     aborted: Any  # Abort.SUCCEEDED
     checkpoint: Callable[[], Awaitable[None]]
     current_time: Callable[[], float]
+    cancel_shielded_checkpoint: Callable[[], Awaitable[None]]
 
 
 _trio_parking: TrioParking | None = None
@@ -258,6 +259,7 @@ def trio_parking() -> TrioParking:
             lowlevel.Abort.SUCCEEDED,
             lowlevel.checkpoint,
             sys.modules["trio"].current_time,
+            lowlevel.cancel_shielded_checkpoint,
         )
     return _trio_parking
 

@@ -27,6 +27,7 @@ from ._hold import (
     current_task,
     current_task_and_loop,
     deadline_fired,
+    loop_checkpoint,
     loop_time,
     loop_token,
     trio_parking,
@@ -254,12 +255,13 @@ class RWLock:
                 self._label, self._owner(), reason=NO_EVENT_LOOP
             ) from None
 
-    def _check_loop(self, task: object) -> None:
+    def _check_loop(self, task: object, loop: Any) -> None:
         # Before joining the readers, queueing or trying once: the holders were
         # granted in self._loop, recorded whenever the lock goes from free to held.
         # Held in another event loop, it would hand over across loops (a reader
-        # joining) or never wake us (a waiter).
-        here = loop_token(task)
+        # joining) or never wake us (a waiter). ``loop``: the task's asyncio loop,
+        # None for a trio task.
+        here = loop if loop is not None else loop_token(task)
         if here is not self._loop:
             if self._readers or self._writer is not None:
                 raise MutexLoopError(self._label, self._owner(), reason=OTHER_LOOP)
@@ -294,7 +296,7 @@ class RWLock:
             await anyio.lowlevel.checkpoint_if_cancelled()
             # Free to held: note the event loop it is held in; or joining readers,
             # which must be in that loop.
-            self._check_loop(task)
+            self._check_loop(task, loop)
             self._gen += 1
             if kind is _READ:
                 self._readers[task_id] = (label, self._gen)
@@ -304,14 +306,20 @@ class RWLock:
                 self._writer_gen = self._gen
                 self._write_acquisitions += 1
             try:
-                # Shielded from anyio cancel scopes, but not from asyncio's own
-                # Task.cancel() or asyncio.timeout(): give the grant back then.
-                await anyio.lowlevel.cancel_shielded_checkpoint()
+                # Yield once, as anyio.Lock does; cancelled there, give the grant
+                # back. On trio, shielded from cancel scopes (trio's own
+                # checkpoint); on asyncio, as the mutex's, a plain asyncio.sleep(0):
+                # anyio's shielded one builds a cancel scope per acquire, and a
+                # native Task.cancel() or asyncio.timeout() is not shielded anyway.
+                if loop is None:
+                    await trio_parking().cancel_shielded_checkpoint()
+                else:
+                    await loop_checkpoint(loop)
             except BaseException:
                 self._give_back(kind, task_id)
                 raise
         else:
-            self._check_loop(task)
+            self._check_loop(task, loop)
             if timeout_s == 0:
                 # "Try once": never queue; still a checkpoint, so a retry loop yields.
                 error = await deadline_fired(

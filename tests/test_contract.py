@@ -18,7 +18,7 @@ from anyio.lowlevel import checkpoint
 from anyio_mutex import MutexReentryError, MutexReleaseError, MutexTimeoutError
 from anyio_mutex._waitgraph import _Wait
 
-from ._locks import KINDS, TASK_OWNED_KINDS, LockKind
+from ._locks import ALL_HOLDS, KINDS, TASK_OWNED_KINDS, LockKind
 
 pytestmark = pytest.mark.anyio
 
@@ -430,3 +430,35 @@ async def test_a_wait_that_ended_leaves_no_reference_cycle(
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
+
+
+@pytest.mark.parametrize("hold_kind", ALL_HOLDS, ids=str)
+@pytest.mark.parametrize("steps", range(4))
+async def test_cancel_scope_on_a_free_lock_at_every_step(
+    hold_kind: LockKind, steps: int
+) -> None:
+    # An anyio cancellation landing anywhere in an uncontended acquire (before it,
+    # at its checkpoint after the grant, in the body) leaves the lock free: either
+    # the grant is given back or the body's exit releases it. On trio the order
+    # of the two tasks within a step varies; the outcome must not.
+    lock = hold_kind.make()
+    scope = anyio.CancelScope()
+    entered: list[bool] = []
+
+    async def victim() -> None:
+        with scope:
+            async with hold_kind.hold(lock, label="victim"):
+                entered.append(True)
+                await checkpoint()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(victim)
+            for _ in range(steps):
+                await checkpoint()
+            scope.cancel()
+        assert_idle(hold_kind, lock)
+        release = await hold_kind.acquire(lock, timeout_ms=0, label="after")
+        assert hold_kind.owner(lock) == "after"
+        release()
+    assert scope.cancelled_caught or entered
