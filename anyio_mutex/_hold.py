@@ -192,21 +192,19 @@ def current_task() -> Any:
     return current_task_and_loop()[0]
 
 
-def wakes_here(fut: Any) -> bool:
-    """Whether a task parked by :func:`current_task_and_loop`'s caller can be woken
-    from the running code: ``fut`` (its asyncio future) belongs to the loop running
-    in this thread, or (``fut`` ``None``: a trio task) trio runs here."""
+def wakes_here(fut: Any, run: Any) -> bool:
+    """Whether a parked task can be woken directly from the running code: ``fut``
+    (the asyncio future it awaits) belongs to the loop running in this thread, or
+    (``fut`` ``None``: a trio task) ``run``, the ``TrioToken`` of its trio run, is
+    the one running here (also from the asyncio host of a trio guest run, between
+    its ticks: trio's reschedule works there)."""
     if fut is not None:
         asyncio = _asyncio or _load_asyncio()
         return asyncio is not None and asyncio[0]() is fut.get_loop()
-    trio_task = _trio_task or _load_trio()
-    if trio_task is None:  # pragma: no cover - a trio task was parked: trio is loaded
-        return False
     try:
-        trio_task()
-    except RuntimeError:  # a worker thread, an asyncio task, a host of a trio guest
+        return (_trio_parking or trio_parking()).current_token() is run
+    except RuntimeError:  # a worker thread, or no trio run in this thread
         return False
-    return True
 
 
 def current_task_and_loop() -> tuple[Any, Any]:
@@ -242,6 +240,7 @@ class TrioParking(NamedTuple):
     checkpoint: Callable[[], Awaitable[None]]
     current_time: Callable[[], float]
     cancel_shielded_checkpoint: Callable[[], Awaitable[None]]
+    current_token: Callable[[], Any]  # current_trio_token()
 
 
 _trio_parking: TrioParking | None = None
@@ -260,6 +259,7 @@ def trio_parking() -> TrioParking:
             lowlevel.checkpoint,
             sys.modules["trio"].current_time,
             lowlevel.cancel_shielded_checkpoint,
+            lowlevel.current_trio_token,
         )
     return _trio_parking
 

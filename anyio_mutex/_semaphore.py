@@ -17,7 +17,6 @@ from anyio.lowlevel import checkpoint_if_cancelled as _checkpoint_if_cancelled
 
 from ._errors import (
     NO_EVENT_LOOP,
-    OTHER_LOOP,
     MutexLoopError,
     MutexReleaseError,
     MutexTimeoutError,
@@ -61,13 +60,48 @@ _WAITING_FOR: Final = "a permit"
 _Entered = tuple[int, "_Entered | None"]
 
 
+#: A waiter's state: granted from another thread or trio run (_wake_afar()), then
+#: cancelled before the wake-up arrived; its task's _abandon() gives the permit back.
+_GIVE_BACK: Final = 5
+
+
 def _abort_trio(sem: Semaphore, waiter: _Waiter, _: object) -> Any:
     # trio calls this only for a waiter it has not rescheduled: still queued, unless
-    # a grant failed to wake it (its task's _abandon() gives that permit back).
+    # it was granted from afar and its wake-up has not run yet.
     if waiter.state is WAITING:
         del sem._queue[waiter]
         waiter.state = GONE
+    elif waiter.state is GRANTED:
+        waiter.state = _GIVE_BACK  # the pending wake-up then does nothing
     return trio_parking().aborted
+
+
+def _wake_afar(waiter: _Waiter) -> bool:
+    # Grant ``waiter`` from another event loop, thread or trio run: wake its task
+    # thread-safely, through its own loop or trio run. False if that is gone.
+    waiter.state = GRANTED
+    fut = waiter.fut
+    try:
+        if fut is None:
+            waiter.run.run_sync_soon(_reschedule_granted, waiter)
+        else:
+            fut.get_loop().call_soon_threadsafe(_resolve, fut)
+    except RuntimeError:  # a closed loop, or trio.RunFinishedError
+        return False
+    return True
+
+
+def _reschedule_granted(waiter: _Waiter) -> None:
+    # In the waiter's trio run: wake it, unless it was cancelled meanwhile.
+    if waiter.state is GRANTED:
+        trio_parking().reschedule(waiter.task)
+
+
+def _resolve(fut: Any) -> None:
+    # In the waiter's asyncio loop; a future cancelled meanwhile (Task.cancel())
+    # is left alone: its task gives the permit back.
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _check_limit(limit: object) -> int:
@@ -84,9 +118,10 @@ class _Waiter(_Wait):
     # then GRANTED or GONE), its task, and ``fut``, an asyncio future of the task's
     # own loop (None under trio: the task is parked and rescheduled), so the semaphore
     # itself binds to no loop.
-    __slots__ = ("token",)
+    __slots__ = ("run", "token")
 
     token: int  # set when granted: the key of its entry in the holder table
+    run: Any  # a trio waiter's TrioToken (None for asyncio): to wake it from afar
 
 
 @final
@@ -141,9 +176,10 @@ class Semaphore:
     It can be built at import time and binds to no event loop, so a free semaphore can
     be used from one loop after another. Unlike the task-owned locks, it does not
     record where a permit was taken: a permit left held by an event loop that has
-    ended stays counted (as with ``anyio.Semaphore``), and a release that has to wake
-    a waiter must run in that waiter's event loop (from a worker thread it raises
-    :class:`MutexLoopError`).
+    ended stays counted (as with ``anyio.Semaphore``). A release that hands a permit
+    to a waiter of another event loop (another thread's, or the host or guest of a
+    trio guest run) wakes it through that loop, thread-safely; from a thread with no
+    event loop (a worker thread) it raises :class:`MutexLoopError` instead.
 
     :param limit: the number of permits, at least 1; settable later as :attr:`limit`
     :param label: a name shown in errors and used as the default holder label
@@ -245,12 +281,13 @@ class Semaphore:
         return token
 
     def _release(self, token: int) -> None:
+        here = True
         if self._queue:
-            self._check_event_loop()
+            here = self._check_event_loop()
         if self._holders.pop(token, None) is None:
             self._released_twice()
         if self._queue:
-            self._grant()
+            self._grant(here)
 
     def _releaser(self, token: int) -> Release:
         # One closure per permit (cheaper to build and call than a partial of
@@ -258,58 +295,72 @@ class Semaphore:
         holders = self._holders
 
         def release() -> None:
+            here = True
             if self._queue:
-                self._check_event_loop()  # waking a waiter needs its loop
+                here = self._check_event_loop()  # waking a waiter needs a loop
             if holders.pop(token, None) is None:
                 self._released_twice()
             if self._queue:
-                self._grant()
+                self._grant(here)
 
         return release
 
-    def _check_event_loop(self, free: int = 1) -> None:
-        # A release that wakes a waiter sets its future or reschedules its trio task,
-        # which only works from that waiter's own event loop: from a worker thread or
-        # another loop, say so before anything changes. ``free``: the permits the
-        # change frees, so the waiters it wakes. (With nobody to wake, a release only
-        # drops a dict entry and works anywhere.)
+    def _check_event_loop(self, free: int = 1) -> bool:
+        # Before a change that wakes waiters (``free``: the permits it frees): True
+        # if each waiter it wakes parks in the code running here (its asyncio loop,
+        # or its trio run), to be woken directly; False if one parks in another event
+        # loop, thread or trio run, to be woken thread-safely by _grant(). From a
+        # thread with no event loop (a worker thread) raise MutexLoopError before
+        # anything changes. (With nobody to wake, a release only drops a dict entry
+        # and works anywhere.)
         free += self._limit - len(self._holders)
         if free <= 0:
-            return
+            return True
         queue = self._queue
         if free == 1:  # a release's: just the head (no generator on this path)
-            if wakes_here(next(iter(queue)).fut):
-                return
-        elif all(wakes_here(waiter.fut) for waiter in itertools.islice(queue, free)):
-            return
+            head = next(iter(queue))
+            if wakes_here(head.fut, head.run):
+                return True
+        elif all(
+            wakes_here(waiter.fut, waiter.run)
+            for waiter in itertools.islice(queue, free)
+        ):
+            return True
         try:
             running_loop()
         except RuntimeError:
-            reason = NO_EVENT_LOOP
-        else:
-            reason = OTHER_LOOP
-        raise MutexLoopError(self._label, self._oldest(), reason=reason)
+            raise MutexLoopError(
+                self._label, self._oldest(), reason=NO_EVENT_LOOP
+            ) from None
+        return False
 
     def _released_twice(self) -> NoReturn:
         raise MutexReleaseError(
             self._label, self._oldest(), reason="this permit was already released"
         )
 
-    def _grant(self) -> None:
+    def _grant(self, here: bool = False) -> None:
         # Hand free permits to the longest waiters. Called whenever a permit comes back,
-        # a waiter leaves holding one, or the limit grows.
+        # a waiter leaves holding one, or the limit grows. ``here``: each waiter woken
+        # was found to park in the code running here (_check_event_loop()); else each
+        # is asked, and one that parks elsewhere is woken thread-safely.
         queue, holders = self._queue, self._holders
         while queue and len(holders) < self._limit:
             waiter, _ = queue.popitem(last=False)
             waiter.token = token = self._granted = self._granted + 1
             holders[token] = waiter.label  # type: ignore[assignment]  # pyright: ignore[reportArgumentType]
-            wake(waiter)
+            if here or wakes_here(waiter.fut, waiter.run):
+                wake(waiter)
+            elif not _wake_afar(waiter):  # its event loop is gone: nobody to hand to
+                del holders[token]
+                self._given_back += 1
+                waiter.state = GONE
 
     def _abandon(self, waiter: _Waiter) -> None:
         # A waiter gives up: give back the permit it was handed, or leave the queue
         # (unless trio's abort took it out already).
         state = waiter.state
-        if state is GRANTED:
+        if state is GRANTED or state is _GIVE_BACK:
             del self._holders[waiter.token]
             self._given_back += 1
             self._grant()
@@ -363,12 +414,13 @@ class Semaphore:
                 holders[token] = label
 
                 def release() -> None:
+                    here = True
                     if self._queue:
-                        self._check_event_loop()  # waking a waiter needs its loop
+                        here = self._check_event_loop()  # waking needs a loop
                     if holders.pop(token, None) is None:
                         self._released_twice()
                     if self._queue:
-                        self._grant()
+                        self._grant(here)
 
                 return release
             checkpointed = True
@@ -420,6 +472,7 @@ class Semaphore:
         try:
             if loop is not None:
                 fut = waiter.fut = loop.create_future()
+                waiter.run = None
                 self._queue[waiter] = None
                 if timeout_s is None:
                     await fut
@@ -427,8 +480,10 @@ class Semaphore:
                     with anyio.CancelScope(deadline=start + timeout_s):
                         await fut
             else:
+                trio = trio_parking()
+                waiter.run = trio.current_token()
                 self._queue[waiter] = None
-                park = trio_parking().wait
+                park = trio.wait
                 abort = functools.partial(_abort_trio, self, waiter)
                 if timeout_s is None:
                     await park(abort)
@@ -627,19 +682,19 @@ class Semaphore:
         :raises TypeError: if set to a non-integer (or a bool)
         :raises ValueError: if set to less than 1
         :raises MutexLoopError: if raising it would wake a waiter, from a thread with
-            no event loop (a worker thread) or from an event loop other than that
-            waiter's; the limit is left unchanged
+            no event loop (a worker thread); the limit is left unchanged
         """
         return self._limit
 
     @limit.setter
     def limit(self, limit: int) -> None:
         limit = _check_limit(limit)
+        here = True
         if self._queue and len(self._holders) < limit:
-            # Waking waiters needs their loop, as release()
-            self._check_event_loop(limit - self._limit)
+            # Waking waiters needs an event loop, as release()
+            here = self._check_event_loop(limit - self._limit)
         self._limit = limit
-        self._grant()
+        self._grant(here)
 
     @property
     def available(self) -> int:

@@ -18,7 +18,7 @@ import pytest
 import trio
 import trio.lowlevel
 
-from anyio_mutex import MutexLoopError, RefreshCache
+from anyio_mutex import MutexLoopError, RefreshCache, Semaphore
 
 from ._locks import ALL_HOLDS, LockKind
 
@@ -120,3 +120,62 @@ def test_a_lock_held_by_the_host_raises_in_the_guest(kind: LockKind) -> None:
     assert "another event loop" in message
     assert not kind.locked(lock)
     assert kind.waiting(lock) == 0
+
+
+@pytest.mark.parametrize("waiter_in", ["guest", "host"])
+def test_a_semaphore_permit_passes_between_host_and_guest(waiter_in: str) -> None:
+    # A semaphore binds to no event loop: a permit held by an 'async with' in one
+    # run is handed to a waiter of the other when the body exits. The host wakes a
+    # guest task with trio's own reschedule (it works between the guest's ticks),
+    # and the guest wakes a host task with its future.
+    sem = Semaphore(1, label="shared-pool")
+    got: list[str] = []
+
+    async def wait_for_it(who: str) -> None:
+        async with sem.hold(label=who):
+            got.append(who)
+
+    async def hold_it(who: str, queued: Callable[[], Awaitable[None]]) -> None:
+        async with sem.hold(label=who):
+            await queued()
+        got.append(f"{who} left")
+
+    async def host() -> None:
+        if waiter_in == "guest":
+            guest_queues = asyncio.Event()
+
+            async def guest_waits() -> None:
+                with trio.fail_after(5):
+                    # Queued before the host runs again: the permit is held, and
+                    # a full semaphore parks a waiter with no checkpoint first.
+                    guest_queues.set()
+                    await wait_for_it("guest")
+
+            async def until_guest_queued() -> None:
+                await guest_queues.wait()
+                assert sem.statistics().tasks_waiting == 1
+
+            guest = asyncio.ensure_future(in_guest(guest_waits))
+            await hold_it("host", until_guest_queued)
+            await guest
+        else:
+            guest_has_it = asyncio.Event()
+
+            async def until_host_queued() -> None:
+                guest_has_it.set()  # the host loop's event, set in its own thread
+                while sem.statistics().tasks_waiting == 0:
+                    await trio.lowlevel.checkpoint()
+
+            async def guest_holds() -> None:
+                with trio.fail_after(5):
+                    await hold_it("guest", until_host_queued)
+
+            guest = asyncio.ensure_future(in_guest(guest_holds))
+            await guest_has_it.wait()
+            await asyncio.wait_for(wait_for_it("host"), 5)
+            await guest
+
+    asyncio.run(host())
+    holder = "host" if waiter_in == "guest" else "guest"
+    assert got == [f"{holder} left", waiter_in]
+    assert sem.available == 1

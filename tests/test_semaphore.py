@@ -17,11 +17,13 @@ import random
 import sys
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
+import trio
+import trio.testing
 from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
@@ -1089,58 +1091,170 @@ async def test_a_worker_thread_may_release_unless_that_must_wake_a_waiter() -> N
     assert sem.available == 1
 
 
-async def test_a_release_in_another_event_loop_that_must_wake_a_waiter_raises() -> None:
-    # The waiter's future belongs to its own loop (or trio reschedules it): waking
-    # it from an event loop in another thread would race that loop. It raises
-    # MutexLoopError and changes nothing, as from a worker thread.
+@pytest.mark.parametrize("how", ["release function", "async with exit"])
+async def test_a_release_in_another_event_loop_wakes_the_waiter_in_its_own(
+    how: str,
+) -> None:
+    # The waiter parks in this event loop; the permit is given back in an asyncio
+    # loop in another thread. Waking it directly from there would race this loop
+    # (and an 'async with' exit cannot be refused without losing the permit): it is
+    # woken thread-safely, through its own loop or trio run.
     sem = Semaphore(1, label="jobs")
-    release = await sem.acquire(label="holder")
     got = anyio.Event()
+    queued = threading.Event()
+    release_now = threading.Event()
 
     async def waiter() -> None:
-        inner = await sem.acquire(label="waiter")
-        got.set()
-        inner()
+        async with sem.hold(label="waiter"):
+            got.set()
 
-    async def release_there() -> None:
-        release()
+    async def hold_there() -> None:
+        if how == "release function":
+            release = await sem.acquire(label="holder")
+            queued.set()
+            await asyncio.to_thread(release_now.wait)
+            release()
+        else:
+            async with sem.hold(label="holder"):
+                queued.set()
+                await asyncio.to_thread(release_now.wait)
 
-    def in_another_loop() -> None:
-        asyncio.run(release_there())
-
+    thread = threading.Thread(target=asyncio.run, args=(hold_there(),))
+    thread.start()
+    await anyio.to_thread.run_sync(queued.wait)
     async with anyio.create_task_group() as tg:  # no fail_after: see the test above
         tg.start_soon(waiter)
         await wait_all_tasks_blocked()
-        with pytest.raises(MutexLoopError, match="waited for in another event loop"):
-            await anyio.to_thread.run_sync(in_another_loop)
-        assert sem.holders() == ["holder"]
         assert sem.statistics().tasks_waiting == 1
+        release_now.set()
+        await anyio.to_thread.run_sync(thread.join)  # the release raised nothing
+        await got.wait()  # a lost wake-up would hang here (pytest-timeout)
+    assert sem.available == 1
+    assert sem.statistics().total_acquisitions == 2
+
+
+def test_a_trio_waiter_is_woken_from_another_threads_trio_run() -> None:
+    # Two trio runs in two threads share a module-level semaphore: run B's release
+    # wakes run A's waiter through A's TrioToken (rescheduling it from B would put
+    # A's task on B's run queue).
+    sem = Semaphore(1, label="jobs")
+    held, queued = threading.Event(), threading.Event()
+    got: list[str] = []
+    errors: list[BaseException] = []
+
+    async def run_a() -> None:
+        await trio.to_thread.run_sync(held.wait)
+        async with trio.open_nursery() as nursery:
+
+            async def waiter() -> None:
+                with trio.fail_after(5):
+                    async with sem.hold(label="a"):
+                        got.append("a")
+
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert sem.statistics().tasks_waiting == 1
+            queued.set()
+
+    async def run_b() -> None:
+        release = await sem.acquire(label="b")
+        held.set()
+        await trio.to_thread.run_sync(queued.wait)
         release()
-    assert got.is_set()
+
+    def in_thread(fn: Callable[[], Awaitable[None]]) -> threading.Thread:
+        def run() -> None:
+            try:
+                trio.run(fn)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    threads = [in_thread(run_a), in_thread(run_b)]
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert got == ["a"]
     assert sem.available == 1
 
 
-async def test_raising_the_limit_checks_every_waiter_it_would_wake() -> None:
+def test_a_trio_waiter_cancelled_before_its_wake_up_from_afar_gives_it_back() -> None:
+    # Run B grants run A's waiter, and the wake-up is queued in run A; run A cancels
+    # the waiter before that wake-up runs (its thread is busy meanwhile). The waiter
+    # leaves cancelled, its permit comes back, and the late wake-up does nothing.
+    sem = Semaphore(1, label="jobs")
+    held, queued, released = threading.Event(), threading.Event(), threading.Event()
+    outcome: list[str] = []
+    errors: list[BaseException] = []
+
+    async def run_a() -> None:
+        await trio.to_thread.run_sync(held.wait)
+        async with trio.open_nursery() as nursery:
+            scope = trio.CancelScope()
+
+            async def waiter() -> None:
+                with scope:
+                    async with sem.hold(label="a"):
+                        outcome.append("granted")  # pragma: no cover - must not
+                outcome.append("cancelled" if scope.cancelled_caught else "?")
+
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            queued.set()
+            released.wait(10)  # blocks run A's thread: the wake-up cannot run yet
+            assert sem.holders() == ["a"]  # granted in run B's thread
+            scope.cancel()  # trio aborts the still-parked waiter at once
+
+    async def run_b() -> None:
+        release = await sem.acquire(label="b")
+        held.set()
+        await trio.to_thread.run_sync(queued.wait)
+        release()
+        released.set()
+
+    def in_thread(fn: Callable[[], Awaitable[None]]) -> threading.Thread:
+        def run() -> None:
+            try:
+                trio.run(fn)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    threads = [in_thread(run_a), in_thread(run_b)]
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert outcome == ["cancelled"]
+    assert sem.available == 1
+    assert sem.statistics().total_acquisitions == 1  # b's; a's was given back
+
+
+async def test_raising_the_limit_wakes_a_waiter_of_another_loop_there() -> None:
     # Two waiters: the head in this event loop, the next in an asyncio loop in
-    # another thread. Raising the limit by two would wake both, the second from the
-    # wrong loop: it raises MutexLoopError before waking either.
+    # another thread. Raising the limit by two wakes the head here and the other
+    # through its own loop.
     sem = Semaphore(1, label="jobs")
     release = await sem.acquire(label="holder")
     here_got = anyio.Event()
     queued = threading.Event()
-    there: dict[str, Any] = {}
+    there_got: list[str] = []
 
     async def here() -> None:
         async with sem.hold(label="here"):
             here_got.set()
 
     async def there_main() -> None:
-        there["loop"] = asyncio.get_running_loop()
-        waiter = there["task"] = asyncio.create_task(sem.acquire(label="there"))
+        waiter = asyncio.create_task(sem.acquire(label="there"))
         await asyncio.sleep(0)  # the task runs up to its park (asyncio runs FIFO)
         queued.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await waiter
+        (await waiter)()
+        there_got.append("there")
 
     async with anyio.create_task_group() as tg:  # no fail_after: see the tests above
         tg.start_soon(here)
@@ -1149,16 +1263,11 @@ async def test_raising_the_limit_checks_every_waiter_it_would_wake() -> None:
         thread.start()
         await anyio.to_thread.run_sync(queued.wait)
         assert sem.statistics().tasks_waiting == 2
-        with pytest.raises(MutexLoopError, match="waited for in another event loop"):
-            sem.limit = 3
-        assert (sem.limit, sem.holders()) == (1, ["holder"])
-        assert sem.statistics().tasks_waiting == 2
-        # The other loop's waiter leaves from its own loop; then the raise works.
-        there["loop"].call_soon_threadsafe(there["task"].cancel)
-        await anyio.to_thread.run_sync(thread.join)
         sem.limit = 3
         await here_got.wait()
+        await anyio.to_thread.run_sync(thread.join)
         release()
+    assert there_got == ["there"]
     assert sem.available == 3
 
 
