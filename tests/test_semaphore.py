@@ -1133,6 +1133,25 @@ async def test_a_release_in_another_event_loop_wakes_the_waiter_in_its_own(
     assert sem.statistics().total_acquisitions == 2
 
 
+def trio_runs_in_threads(*mains: Callable[[], Awaitable[None]]) -> list[BaseException]:
+    """Run each of ``mains`` with trio.run() in a thread of its own, all at once;
+    return what they raised."""
+    errors: list[BaseException] = []
+
+    def run(main: Callable[[], Awaitable[None]]) -> None:
+        try:
+            trio.run(main)
+        except BaseException as exc:  # pragma: no cover - returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(main,)) for main in mains]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return errors
+
+
 def test_a_trio_waiter_is_woken_from_another_threads_trio_run() -> None:
     # Two trio runs in two threads share a module-level semaphore: run B's release
     # wakes run A's waiter through A's TrioToken (rescheduling it from B would put
@@ -1140,7 +1159,6 @@ def test_a_trio_waiter_is_woken_from_another_threads_trio_run() -> None:
     sem = Semaphore(1, label="jobs")
     held, queued = threading.Event(), threading.Event()
     got: list[str] = []
-    errors: list[BaseException] = []
 
     async def run_a() -> None:
         await trio.to_thread.run_sync(held.wait)
@@ -1162,21 +1180,7 @@ def test_a_trio_waiter_is_woken_from_another_threads_trio_run() -> None:
         await trio.to_thread.run_sync(queued.wait)
         release()
 
-    def in_thread(fn: Callable[[], Awaitable[None]]) -> threading.Thread:
-        def run() -> None:
-            try:
-                trio.run(fn)
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        return thread
-
-    threads = [in_thread(run_a), in_thread(run_b)]
-    for thread in threads:
-        thread.join(10)
-    assert errors == []
+    assert trio_runs_in_threads(run_a, run_b) == []
     assert got == ["a"]
     assert sem.available == 1
 
@@ -1188,7 +1192,6 @@ def test_a_trio_waiter_cancelled_before_its_wake_up_from_afar_gives_it_back() ->
     sem = Semaphore(1, label="jobs")
     held, queued, released = threading.Event(), threading.Event(), threading.Event()
     outcome: list[str] = []
-    errors: list[BaseException] = []
 
     async def run_a() -> None:
         await trio.to_thread.run_sync(held.wait)
@@ -1215,21 +1218,7 @@ def test_a_trio_waiter_cancelled_before_its_wake_up_from_afar_gives_it_back() ->
         release()
         released.set()
 
-    def in_thread(fn: Callable[[], Awaitable[None]]) -> threading.Thread:
-        def run() -> None:
-            try:
-                trio.run(fn)
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        return thread
-
-    threads = [in_thread(run_a), in_thread(run_b)]
-    for thread in threads:
-        thread.join(10)
-    assert errors == []
+    assert trio_runs_in_threads(run_a, run_b) == []
     assert outcome == ["cancelled"]
     assert sem.available == 1
     assert sem.statistics().total_acquisitions == 1  # b's; a's was given back
