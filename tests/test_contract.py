@@ -412,7 +412,8 @@ async def test_a_wait_that_ended_leaves_no_reference_cycle(
 
                 tg.start_soon(waiter)
                 await wait_all_tasks_blocked()
-                assert kind.waiting(lock) == 1
+                if end != "timed out":  # (1 ms may be over already, under load)
+                    assert kind.waiting(lock) == 1
                 if end == "granted":
                     release()
                 elif end == "cancelled":
