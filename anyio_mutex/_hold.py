@@ -207,6 +207,21 @@ def wakes_here(fut: Any, run: Any) -> bool:
         return False
 
 
+def loop_runs_here() -> bool:
+    """Whether an event loop runs in this thread: an asyncio loop (also in one of
+    its callbacks, where no task runs) or a trio run (also a guest's host)."""
+    asyncio = _asyncio or _load_asyncio()
+    if asyncio is not None and asyncio[0]() is not None:
+        return True
+    if sys.modules.get("trio") is None:
+        return False
+    try:
+        (_trio_parking or trio_parking()).current_token()
+    except RuntimeError:
+        return False
+    return True
+
+
 def current_task_and_loop() -> tuple[Any, Any]:
     """Return the running task and its asyncio loop, or ``None`` for a trio task.
 

@@ -25,8 +25,8 @@ from ._hold import (
     current_task,
     current_task_and_loop,
     loop_checkpoint,
+    loop_runs_here,
     loop_time,
-    running_loop,
     trio_parking,
     wakes_here,
 )
@@ -86,7 +86,7 @@ def _wake_afar(waiter: _Waiter) -> bool:
             waiter.run.run_sync_soon(_reschedule_granted, waiter)
         else:
             fut.get_loop().call_soon_threadsafe(_resolve, fut)
-    except RuntimeError:  # a closed loop, or trio.RunFinishedError
+    except (RuntimeError, OSError):  # a closed loop; a finished or finishing trio run
         return False
     return True
 
@@ -326,12 +326,8 @@ class Semaphore:
             for waiter in itertools.islice(queue, free)
         ):
             return True
-        try:
-            running_loop()
-        except RuntimeError:
-            raise MutexLoopError(
-                self._label, self._oldest(), reason=NO_EVENT_LOOP
-            ) from None
+        if not loop_runs_here():
+            raise MutexLoopError(self._label, self._oldest(), reason=NO_EVENT_LOOP)
         return False
 
     def _released_twice(self) -> NoReturn:

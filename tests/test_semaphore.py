@@ -1091,7 +1091,9 @@ async def test_a_worker_thread_may_release_unless_that_must_wake_a_waiter() -> N
     assert sem.available == 1
 
 
-@pytest.mark.parametrize("how", ["release function", "async with exit"])
+@pytest.mark.parametrize(
+    "how", ["release function", "async with exit", "release in a loop callback"]
+)
 async def test_a_release_in_another_event_loop_wakes_the_waiter_in_its_own(
     how: str,
 ) -> None:
@@ -1114,6 +1116,23 @@ async def test_a_release_in_another_event_loop_wakes_the_waiter_in_its_own(
             queued.set()
             await asyncio.to_thread(release_now.wait)
             release()
+        elif how == "release in a loop callback":  # a running loop, but no task
+            release = await sem.acquire(label="holder")
+            queued.set()
+            await asyncio.to_thread(release_now.wait)
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[None] = loop.create_future()
+
+            def callback() -> None:
+                try:
+                    release()
+                except BaseException as exc:  # pragma: no cover - the test fails
+                    done.set_exception(exc)
+                else:
+                    done.set_result(None)
+
+            loop.call_soon(callback)
+            await done
         else:
             async with sem.hold(label="holder"):
                 queued.set()
