@@ -77,9 +77,8 @@ def _abort_trio(sem: Semaphore, waiter: _Waiter, _: object) -> Any:
 
 
 def _wake_afar(waiter: _Waiter) -> bool:
-    # Grant ``waiter`` from another event loop, thread or trio run: wake its task
-    # thread-safely, through its own loop or trio run. False if that is gone.
-    waiter.state = GRANTED
+    # Wake ``waiter``, granted (by _grant()) from another event loop, thread or trio
+    # run: thread-safely, through its own loop or trio run. False if that is gone.
     fut = waiter.fut
     try:
         if fut is None:
@@ -345,6 +344,10 @@ class Semaphore:
             waiter, _ = queue.popitem(last=False)
             waiter.token = token = self._granted = self._granted + 1
             holders[token] = waiter.label  # type: ignore[assignment]  # pyright: ignore[reportArgumentType]
+            # Granted before the next call: a waiter of another thread's loop that
+            # is cancelled meanwhile then gives this permit back instead of leaving
+            # a queue it is no longer in.
+            waiter.state = GRANTED
             if here or wakes_here(waiter.fut, waiter.run):
                 wake(waiter)
             elif not _wake_afar(waiter):  # its event loop is gone: nobody to hand to
