@@ -351,8 +351,8 @@ class Semaphore:
             if here or wakes_here(waiter.fut, waiter.run):
                 wake(waiter)
             elif not _wake_afar(waiter):  # its event loop is gone: nobody to hand to
-                del holders[token]
-                self._given_back += 1
+                if holders.pop(token, None) is not None:  # (not given back already)
+                    self._given_back += 1
                 waiter.state = GONE
 
     def _abandon(self, waiter: _Waiter) -> None:
