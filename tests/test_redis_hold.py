@@ -161,3 +161,30 @@ def test_errors_pickle_with_their_fields() -> None:
     copy3 = pickle.loads(pickle.dumps(refused))
     assert type(copy3) is LockRefusedError
     assert (copy3.detail, str(copy3)) == (refused.detail, str(refused))
+
+
+async def test_an_unknown_renewal_error_ends_the_body_with_lock_lost_unwrapped(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The renewal runs in the hold's task group: an exception escaping it (one the
+    # client adapter does not turn into LockUnavailableError) used to leave hold()
+    # as an ExceptionGroup. The renewal here fails as a buggy client library would,
+    # against the real server.
+    class ClientBug(Exception):
+        pass
+
+    async def failing_renew(self: RedisMutex, lease: Any, limit_s: Any = None) -> bool:
+        raise ClientBug("decoder broke")
+
+    async with connect(server) as client:
+        mutex = RedisMutex(client, unique("bug"), lease_ms=5000, renew_ms=20)
+        monkeypatch.setattr(RedisMutex, "_renew", failing_renew)
+        reached_end = False
+        with anyio.fail_after(5), pytest.raises(LockLostError) as exc_info:  # noqa: PT012
+            async with mutex.hold():
+                await anyio.sleep_forever()  # cancelled when the renewal fails
+            reached_end = True  # pragma: no cover - must not happen
+        assert not reached_end
+        assert "ClientBug: decoder broke" in str(exc_info.value)
+        monkeypatch.undo()
+        assert not await mutex.locked()  # the key was given back

@@ -29,6 +29,13 @@ async def _keep_alive(lease: RedisLease, body: anyio.CancelScope) -> None:
             # Try again while the lease lasts; the deadline stops us otherwise.
             interval = max(min(owner._renew_s, remaining / 4), _MIN_BLOCK_S)
             continue
+        except Exception as exc:
+            # An error the client adapter does not know (a library's own, a bug):
+            # end the body with LockLostError, as a refusal does. Escaping this task
+            # it would leave the group wrapped in an ExceptionGroup.
+            lease._lose(f"renewal failed: {type(exc).__name__}: {exc}")
+            body.cancel()
+            return
         if renewed:
             body.deadline = lease.valid_until
             interval = owner._renew_s
