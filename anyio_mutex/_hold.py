@@ -247,7 +247,8 @@ def current_task_and_loop() -> tuple[Any, Any]:
 
 
 class TrioParking(NamedTuple):
-    """trio's primitives for parking a task and waking it (``trio.lowlevel``)."""
+    """The trio primitives the locks call: parking and waking a task, checkpoints,
+    the clock, and the run's token."""
 
     wait: Callable[[Callable[[Any], Any]], Awaitable[Any]]
     reschedule: Callable[[Any], None]
@@ -262,8 +263,8 @@ _trio_parking: TrioParking | None = None
 
 
 def trio_parking() -> TrioParking:
-    """trio's parking primitives, looked up once trio runs (importing trio here would
-    cost every asyncio program its import time)."""
+    """The trio primitives the locks call, looked up once trio runs (importing trio
+    here would cost every asyncio program its import time)."""
     global _trio_parking
     if _trio_parking is None:
         lowlevel = sys.modules["trio"].lowlevel
@@ -302,20 +303,6 @@ def loop_checkpoint(loop: Any) -> Awaitable[None]:
     if sleep is None:
         sleep = _asyncio_sleep = sys.modules["asyncio"].sleep
     return sleep(0)
-
-
-def loop_token(task: Any) -> object:
-    """Return the event loop ``task`` runs in, as anyio's native token for it.
-
-    That is the task's asyncio loop, or the ``TrioToken`` of its trio run (call it
-    from the running task). It is asked of the task rather than of a backend: in a
-    trio guest run on an asyncio loop both backends answer, and the guest's tasks
-    belong to the guest.
-    """
-    trio = sys.modules.get("trio")
-    if trio is not None and type(task) is trio.lowlevel.Task:
-        return trio.lowlevel.current_trio_token()
-    return task.get_loop()
 
 
 def task_name(task: Any) -> str:

@@ -44,11 +44,20 @@ from ._errors import (
     MutexReentryError,
     MutexReleaseError,
 )
-from ._hold import Backend, Hold, current_task, deadline_fired, running_loop, task_name
+from ._hold import (
+    Backend,
+    Hold,
+    current_task,
+    deadline_fired,
+    running_loop,
+    task_name,
+    trio_parking,
+)
 from ._validation import check_bool, check_callable, check_label, check_timeout_ms
 from ._waitgraph import (
     _RESUMING,
-    _WAIT_OVER,
+    GONE,
+    GRANTED,
     Holder,
     LockView,
     _Wait,
@@ -71,10 +80,11 @@ _WAITING: Final = 0
 # trio: queued but not parked (the timer's turn); still waiting, and the walk runs
 # again before it parks again (_RESUMING).
 _PAUSED: Final = _RESUMING
-# From _GRANTED on the wait is over, which the deadlock walk reads (_WAIT_OVER).
-_GRANTED: Final = _WAIT_OVER  # the release made its task the owner
+# From _GRANTED on the wait is over, which the deadlock walk reads (_WAIT_OVER);
+# _GRANTED and _GONE are the states every queued record shares (_waitgraph).
+_GRANTED: Final = GRANTED  # the release made its task the owner
 _TIMED_OUT: Final = 3  # the shared timer took it out of the queue
-_GONE: Final = 4  # cancelled and out of the queue
+_GONE: Final = GONE  # cancelled and out of the queue
 
 
 def _no_task() -> Any:
@@ -115,8 +125,8 @@ class MutexStatistics(LockStatistics):
     longest_wait_ms: float
 
 
-# trio's parking primitives, looked up when a mutex first binds to trio (importing
-# trio here would cost every asyncio program its import time).
+# trio's parking primitives (_hold.trio_parking()), copied to module globals when a
+# mutex first binds to trio: the hand-off paths read them as plain globals.
 _trio_wait: Any = None
 _trio_reschedule: Any = None
 _trio_scope: Any = None
@@ -125,11 +135,13 @@ _trio_aborted: Any = None
 
 def _load_trio() -> None:
     global _trio_wait, _trio_reschedule, _trio_scope, _trio_aborted
-    trio = sys.modules["trio"]
-    _trio_wait = trio.lowlevel.wait_task_rescheduled
-    _trio_reschedule = trio.lowlevel.reschedule
-    _trio_scope = trio.CancelScope
-    _trio_aborted = trio.lowlevel.Abort.SUCCEEDED
+    park = trio_parking()
+    _trio_wait, _trio_reschedule, _trio_aborted = (
+        park.wait,
+        park.reschedule,
+        park.aborted,
+    )
+    _trio_scope = sys.modules["trio"].CancelScope
 
 
 def _abort_trio(mutex: _MutexBase, waiter: _Wait, _: object) -> Any:

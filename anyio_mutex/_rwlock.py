@@ -29,7 +29,6 @@ from ._hold import (
     deadline_fired,
     loop_checkpoint,
     loop_time,
-    loop_token,
     trio_parking,
 )
 from ._validation import check_label, check_timeout_ms
@@ -142,7 +141,8 @@ class RWLock:
         self._writer_gen = 0
         self._queue: deque[_Waiter] = deque()
         self._gen = 0  # numbers acquisitions, so a stale releaser is told apart
-        # The event loop the holders were granted in (see _hold.loop_token()).
+        # The event loop the holders were granted in: the asyncio loop, or the
+        # TrioToken of the trio run (a trio guest's, not its host's).
         self._loop: object = None
         self._read_acquisitions = self._write_acquisitions = self._timeouts = 0
         track(self)
@@ -261,7 +261,7 @@ class RWLock:
         # Held in another event loop, it would hand over across loops (a reader
         # joining) or never wake us (a waiter). ``loop``: the task's asyncio loop,
         # None for a trio task.
-        here = loop if loop is not None else loop_token(task)
+        here = loop if loop is not None else trio_parking().current_token()
         if here is not self._loop:
             if self._readers or self._writer is not None:
                 raise MutexLoopError(self._label, self._owner(), reason=OTHER_LOOP)

@@ -282,7 +282,7 @@ class Semaphore:
     def _release(self, token: int) -> None:
         here = True
         if self._queue:
-            here = self._check_event_loop()
+            here = self._wakes_all_here()
         if self._holders.pop(token, None) is None:
             self._released_twice()
         if self._queue:
@@ -296,7 +296,7 @@ class Semaphore:
         def release() -> None:
             here = True
             if self._queue:
-                here = self._check_event_loop()  # waking a waiter needs a loop
+                here = self._wakes_all_here()  # waking a waiter needs a loop
             if holders.pop(token, None) is None:
                 self._released_twice()
             if self._queue:
@@ -304,7 +304,7 @@ class Semaphore:
 
         return release
 
-    def _check_event_loop(self, free: int = 1) -> bool:
+    def _wakes_all_here(self, free: int = 1) -> bool:
         # Before a change that wakes waiters (``free``: the permits it frees): True
         # if each waiter it wakes parks in the code running here (its asyncio loop,
         # or its trio run), to be woken directly; False if one parks in another event
@@ -337,7 +337,7 @@ class Semaphore:
     def _grant(self, here: bool = False) -> None:
         # Hand free permits to the longest waiters. Called whenever a permit comes back,
         # a waiter leaves holding one, or the limit grows. ``here``: each waiter woken
-        # was found to park in the code running here (_check_event_loop()); else each
+        # was found to park in the code running here (_wakes_all_here()); else each
         # is asked, and one that parks elsewhere is woken thread-safely.
         queue, holders = self._queue, self._holders
         while queue and len(holders) < self._limit:
@@ -415,7 +415,7 @@ class Semaphore:
                 def release() -> None:
                     here = True
                     if self._queue:
-                        here = self._check_event_loop()  # waking needs a loop
+                        here = self._wakes_all_here()  # waking needs a loop
                     if holders.pop(token, None) is None:
                         self._released_twice()
                     if self._queue:
@@ -691,7 +691,7 @@ class Semaphore:
         here = True
         if self._queue and len(self._holders) < limit:
             # Waking waiters needs an event loop, as release()
-            here = self._check_event_loop(limit - self._limit)
+            here = self._wakes_all_here(limit - self._limit)
         self._limit = limit
         self._grant(here)
 
